@@ -1,0 +1,16 @@
+"""Errors a user can fix: the CLI prints them as one line and exits with code 2."""
+
+
+class NowcastError(Exception):
+    """A problem with the user's input (file, option, model) rather than a bug.
+
+    The message must name the file (when there is one) and the problem in one line.
+    """
+
+    def __init__(self, message: str, path=None):
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class MissingDependencyError(NowcastError):
+    """An optional dependency (e.g. pysteps) is needed for the requested feature."""
