@@ -14,3 +14,7 @@ class NowcastError(Exception):
 
 class MissingDependencyError(NowcastError):
     """An optional dependency (e.g. pysteps) is needed for the requested feature."""
+
+
+class NowcastWarning(UserWarning):
+    """Something was done to the input that the user should know about (printed, not fatal)."""

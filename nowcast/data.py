@@ -1,0 +1,355 @@
+"""Training samples: windows of (inputs, targets) cut from radar sequences, with augmentation.
+
+A sample is ``n_in + n_out`` consecutive frames (or every k-th frame, a "speed" augmentation) of one
+sequence, cropped to a square, optionally coarsened, rotated and flipped. The network sees the frames
+on its [0, 1] scale with no data filled by the floor; the loss gets a validity mask so that no-data
+pixels never count (DESIGN.md).
+
+The sampler owns its numpy Generator, so the sample stream is a function of the seed alone, and
+``state_dict()/load_state_dict()`` let a resumed training run continue the exact same stream.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import NowcastError
+from .units import DBZ_FLOOR, apply_floor, dbz_to_unit
+
+try:  # the sampler itself needs no torch; the Dataset wrapper does
+    from torch.utils.data import IterableDataset as _IterableDataset
+except ImportError:  # pragma: no cover
+    _IterableDataset = object
+
+
+# ---------------------------------------------------------------------------------------------
+# sequences
+
+
+@dataclass
+class SeqData:
+    """One sequence as a float32 dBZ array (T, H, W) with NaN = no data, and its contiguous runs.
+
+    ``segment[t]`` numbers the runs of frames with the regular time step: a window is valid only
+    when all its frames lie in one run (no time gap inside).
+    """
+
+    name: str
+    frames: np.ndarray
+    segment: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    def valid_starts(self, span: int) -> np.ndarray:
+        """Start indices t such that frames t .. t+span-1 exist and contain no time gap."""
+        n = self.n_frames - span + 1
+        if n <= 0:
+            return np.zeros(0, dtype=np.int64)
+        t = np.arange(n)
+        return t[self.segment[t] == self.segment[t + span - 1]]
+
+
+def time_segments(times) -> np.ndarray:
+    """Number the runs of regularly spaced times; a new run starts after any step != the regular one.
+
+    The regular step is the smallest positive step (a sequence joined from files with a gap has larger
+    steps at the joins). ``times=None`` or a single frame means one run.
+    """
+    if times is None:
+        return None
+    t = np.asarray(times)
+    if t.size < 2:
+        return np.zeros(t.size, dtype=np.int64)
+    if np.issubdtype(t.dtype, np.datetime64):
+        d = np.diff(t).astype("timedelta64[ns]").astype(np.int64).astype(np.float64)
+    else:
+        d = np.diff(t.astype(np.float64))
+    pos = d[d > 0]
+    if pos.size == 0:
+        return np.arange(t.size, dtype=np.int64)
+    step = pos.min()
+    brk = ~np.isclose(d, step, rtol=1e-6, atol=0)
+    return np.concatenate([[0], np.cumsum(brk)]).astype(np.int64)
+
+
+def as_seqdata(name: str, data) -> SeqData:
+    """SeqData from a DataArray (time, y, x) in dBZ, or from a plain (T, H, W) array."""
+    times = None
+    if hasattr(data, "dims") and hasattr(data, "values"):
+        if data.ndim != 3:
+            raise NowcastError(f"sequence {name!r} must be (time, y, x), got dims {tuple(data.dims)}")
+        if "time" in data.coords:
+            times = data["time"].values
+        arr = data.values
+    else:
+        arr = np.asarray(data)
+        if arr.ndim != 3:
+            raise NowcastError(f"sequence {name!r} must be (T, H, W), got shape {arr.shape}")
+    arr = np.ascontiguousarray(apply_floor(arr.astype(np.float32)), dtype=np.float32)
+    seg = time_segments(times)
+    if seg is None:
+        seg = np.zeros(arr.shape[0], dtype=np.int64)
+    return SeqData(str(name), arr, seg)
+
+
+def split_in_time(data, val_fraction: float, gap: int, min_val: int):
+    """Split a (time, ...) sequence into (train, val): val = the last part, a gap of ``gap`` frames between.
+
+    The val part has max(round(T * val_fraction), min_val) frames. Returns (data, None) when the
+    sequence is too short to keep at least ``min_val`` frames on each side of the gap.
+    """
+    n = int(data.shape[0])
+    n_val = max(int(round(n * float(val_fraction))), int(min_val))
+    n_train = n - n_val - int(gap)
+    if n_train < min_val:
+        return data, None
+    if hasattr(data, "isel"):
+        return data.isel(time=slice(0, n_train)), data.isel(time=slice(n - n_val, n))
+    return data[:n_train], data[n - n_val:]
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentation helpers (numpy, (T, H, W) arrays)
+
+
+def coarsen_dbz(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Average-pool dBZ frames by ``factor`` in linear reflectivity Z, NaN-aware, then back to dBZ.
+
+    Averaging in Z (not in dBZ) keeps the strong cores from being washed out by surrounding weak echo,
+    as a coarser radar would see them. A block's value is the mean of its valid pixels; a block with
+    no valid pixel is NaN. H and W must be multiples of ``factor``.
+    """
+    factor = int(factor)
+    if factor == 1:
+        return frames
+    t, h, w = frames.shape
+    if h % factor or w % factor:
+        raise ValueError(f"frame size {h}x{w} is not a multiple of the coarsening factor {factor}")
+    z = np.power(10.0, frames.astype(np.float64) / 10.0)
+    blocks = z.reshape(t, h // factor, factor, w // factor, factor)
+    valid = np.isfinite(blocks)
+    count = valid.sum(axis=(2, 4))
+    total = np.where(valid, blocks, 0.0).sum(axis=(2, 4))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        out = 10.0 * np.log10(mean)
+    return apply_floor(out).astype(np.float32)
+
+
+def dihedral(frames: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Rotate (T, H, W) frames by k * 90 degrees, then flip left-right if asked."""
+    out = np.rot90(frames, k=int(k) % 4, axes=(1, 2))
+    if flip:
+        out = out[:, :, ::-1]
+    return np.ascontiguousarray(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the sampler
+
+
+@dataclass
+class SamplerConfig:
+    n_in: int = 5
+    n_out: int = 10
+    crop: int = 64
+    coarsen_factors: tuple = (1,)  # spatial coarsening factor drawn uniformly from this set
+    time_strides: tuple = (1,)  # speed augmentation: every k-th frame, k drawn from this set
+    flips: bool = True  # random 90-degree rotations and left-right flips (the 8 symmetries of the square)
+    echo_threshold: float = 15.0  # dBZ; a pixel at or above it counts as echo
+    min_echo_fraction: float = 0.02  # crops with less echo (of their valid pixels) are "dry"
+    dry_keep_probability: float = 0.1  # a dry crop is kept with this probability, else drawn again
+    min_valid_fraction: float = 0.5  # crops with fewer valid (not NaN) pixels are always drawn again
+    max_tries: int = 50  # after this many rejections the last crop is taken as it is
+    synthetic_fraction: float = 0.0  # probability that a sample comes from the synthetic pool
+
+    def validate(self) -> None:
+        def bad(msg):
+            raise NowcastError(f"invalid sampler settings: {msg}")
+
+        if self.n_in < 1 or self.n_out < 1:
+            bad("n_in and n_out must be positive")
+        if self.crop < 1:
+            bad(f"crop must be positive, got {self.crop}")
+        if not self.coarsen_factors or any(int(f) < 1 for f in self.coarsen_factors):
+            bad(f"coarsen factors must be positive integers, got {self.coarsen_factors}")
+        if not self.time_strides or any(int(k) < 1 for k in self.time_strides):
+            bad(f"time strides must be positive integers, got {self.time_strides}")
+        for name in ("min_echo_fraction", "dry_keep_probability", "min_valid_fraction", "synthetic_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                bad(f"{name} must lie in [0, 1], got {v}")
+
+
+class WindowSampler:
+    """Random training windows from sequences; deterministic given the seed, resumable.
+
+    ``sample()`` returns one window, ``sample_batch(n)`` a batch, as a dict of float32 arrays:
+    ``inputs`` (n_in, h, w) and ``targets`` (n_out, h, w) on the network's [0, 1] scale (no data = 0),
+    ``mask`` (n_out, h, w) with 1 where the target has data, 0 where it has none.
+    """
+
+    def __init__(self, sequences, config: SamplerConfig | None = None, seed: int = 0, synthetic=()):
+        self.config = config or SamplerConfig()
+        self.config.validate()
+        self.pools = [self._prepare(sequences), self._prepare(synthetic)]
+        if not self.pools[0] and not self.pools[1]:
+            raise NowcastError("no training sequences given")
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.count = 0  # samples drawn so far
+        self.rejected = 0
+        self._starts_cache: dict = {}
+        self._check_fits()
+
+    @staticmethod
+    def _prepare(sequences) -> list[SeqData]:
+        out = []
+        for i, item in enumerate(sequences or ()):
+            if isinstance(item, SeqData):
+                out.append(item)
+            elif isinstance(item, tuple) and len(item) == 2:
+                out.append(as_seqdata(item[0], item[1]))
+            else:
+                out.append(as_seqdata(f"sequence{i}", item))
+        return out
+
+    def _span(self, stride: int) -> int:
+        return (self.config.n_in + self.config.n_out - 1) * stride + 1
+
+    def _starts(self, pool: int, index: int, stride: int) -> np.ndarray:
+        key = (pool, index, stride)
+        if key not in self._starts_cache:
+            self._starts_cache[key] = self.pools[pool][index].valid_starts(self._span(stride))
+        return self._starts_cache[key]
+
+    def _candidates(self, pool: int, stride: int, size: int):
+        """Sequences of the pool that hold a window at this stride and crop size, weighted by their windows."""
+        idx, weights = [], []
+        for i, s in enumerate(self.pools[pool]):
+            _, h, w = s.frames.shape
+            n = len(self._starts(pool, i, stride))
+            if n and h >= size and w >= size:
+                idx.append(i)
+                weights.append(n)
+        return idx, np.asarray(weights, dtype=np.float64)
+
+    def _check_fits(self) -> None:
+        c = self.config
+        for pool, label in ((0, "training sequences"), (1, "synthetic sequences")):
+            if not self.pools[pool]:
+                continue
+            if not self._candidates(pool, min(c.time_strides), c.crop * min(c.coarsen_factors))[0]:
+                raise NowcastError(
+                    f"none of the {label} holds a window of {c.n_in}+{c.n_out} frames "
+                    f"and {c.crop}x{c.crop} pixels"
+                )
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Plain-python state (safe for torch.load(weights_only=True) and for JSON)."""
+        return {
+            "seed": self.seed,
+            "count": self.count,
+            "rejected": self.rejected,
+            "bit_generator": copy.deepcopy(self.rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed = int(state["seed"])
+        self.count = int(state["count"])
+        self.rejected = int(state.get("rejected", 0))
+        self.rng = np.random.default_rng(self.seed)
+        self.rng.bit_generator.state = copy.deepcopy(state["bit_generator"])
+
+    # -- sampling ---------------------------------------------------------------------------
+
+    def _draw_window(self):
+        """One candidate window: (dBZ frames (L, crop, crop), description)."""
+        c, rng = self.config, self.rng
+        use_syn = bool(self.pools[1]) and (not self.pools[0] or rng.random() < c.synthetic_fraction)
+        pool = 1 if use_syn else 0
+        # a stride / factor combination no sequence can serve is replaced by the smallest ones
+        stride = int(rng.choice(c.time_strides))
+        factor = int(rng.choice(c.coarsen_factors))
+        idx, weights = self._candidates(pool, stride, c.crop * factor)
+        if not idx:
+            stride, factor = min(c.time_strides), min(c.coarsen_factors)
+            idx, weights = self._candidates(pool, stride, c.crop * factor)
+        i = idx[int(rng.choice(len(idx), p=weights / weights.sum()))]
+        seq = self.pools[pool][i]
+        starts = self._starts(pool, i, stride)
+        t0 = int(starts[rng.integers(len(starts))])
+        size = c.crop * factor
+        _, h, w = seq.frames.shape
+        y0 = int(rng.integers(h - size + 1))
+        x0 = int(rng.integers(w - size + 1))
+        rot = int(rng.integers(4)) if c.flips else 0
+        flip = bool(rng.integers(2)) if c.flips else False
+        frames = seq.frames[t0 : t0 + self._span(stride) : stride, y0 : y0 + size, x0 : x0 + size]
+        frames = coarsen_dbz(frames, factor)
+        frames = dihedral(frames, rot, flip)
+        info = dict(sequence=seq.name, start=t0, stride=stride, factor=factor, y=y0, x=x0, rot=rot, flip=flip)
+        return frames, info
+
+    def _acceptable(self, frames: np.ndarray) -> bool:
+        c = self.config
+        valid = np.isfinite(frames)
+        n_valid = int(valid.sum())
+        if n_valid < c.min_valid_fraction * frames.size or n_valid == 0:
+            return False
+        echo = float((frames[valid] >= c.echo_threshold).mean())
+        if echo >= c.min_echo_fraction:
+            return True
+        # a dry crop: keep a few so the network also learns that nothing comes from nothing
+        return bool(self.rng.random() < c.dry_keep_probability)
+
+    def sample(self, return_info: bool = False):
+        """Draw one training window (see the class docstring)."""
+        frames, info = None, None
+        for _ in range(max(1, self.config.max_tries)):
+            frames, info = self._draw_window()
+            if self._acceptable(frames):
+                break
+            self.rejected += 1
+        self.count += 1
+        n_in = self.config.n_in
+        out = {
+            "inputs": dbz_to_unit(frames[:n_in]),
+            "targets": dbz_to_unit(frames[n_in:]),
+            "mask": np.isfinite(frames[n_in:]).astype(np.float32),
+        }
+        if return_info:
+            out["info"] = info
+        return out
+
+    def sample_batch(self, batch_size: int) -> dict:
+        """A batch of windows stacked along a new first axis."""
+        items = [self.sample() for _ in range(int(batch_size))]
+        return {k: np.stack([it[k] for it in items]) for k in ("inputs", "targets", "mask")}
+
+
+class WindowDataset(_IterableDataset):
+    """torch IterableDataset over a WindowSampler: an endless stream of windows as tensors.
+
+    Use it in the main process (num_workers=0) when the stream must be reproducible: the sampler's
+    state lives in this process. The training loop calls the sampler directly.
+    """
+
+    def __init__(self, sampler: WindowSampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        import torch
+
+        while True:
+            s = self.sampler.sample()
+            yield {k: torch.from_numpy(v) for k, v in s.items()}

@@ -1,0 +1,111 @@
+"""Model configuration: everything needed to rebuild a network from a checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import NowcastError
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of a MotionRNN (or plain) recurrent nowcasting network.
+
+    Defaults are the paper's radar setting: 4 PredRNN layers x 64 channels, 5x5 kernels,
+    4x4 patches, 5 input frames -> 10 output frames, MotionGRU + Motion Highway on.
+
+    Ablation switches: ``motion=False`` (no MotionGRU), ``highway=False`` (no Motion Highway),
+    ``trend=False`` (D fixed at zero), ``transient=False`` (no ConvGRU recurrence: F' is a
+    fresh tanh(conv(Enc(H))) each step). ``motion=False, highway=False`` is the plain backbone.
+    """
+
+    backbone: str = "predrnn"
+    motion: bool = True
+    highway: bool = True
+    trend: bool = True
+    transient: bool = True
+    num_layers: int = 4
+    hidden: int | list[int] = 64
+    kernel_size: int = 5
+    patch_size: int = 4
+    input_frames: int = 5
+    output_frames: int = 10
+    layer_norm: bool = False
+    alpha: float = 0.5
+    in_channels: int = 1
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def hidden_list(self) -> list[int]:
+        if isinstance(self.hidden, (list, tuple)):
+            return [int(h) for h in self.hidden]
+        return [int(self.hidden)] * int(self.num_layers)
+
+    @property
+    def encoder_stride(self) -> int:
+        """Stride of the MotionGRU encoder (1 when there is no MotionGRU)."""
+        return 2 if self.motion else 1
+
+    @property
+    def pad_multiple(self) -> int:
+        """Frames are padded to a multiple of this (patch size times encoder stride)."""
+        return self.patch_size * self.encoder_stride
+
+    def validate(self) -> None:
+        from .cells import BLOCKS  # late import: cells imports nothing from here
+
+        def bad(msg):
+            raise NowcastError(f"invalid model config: {msg}")
+
+        if self.backbone not in BLOCKS:
+            bad(f"backbone {self.backbone!r} unknown; choose one of {', '.join(sorted(BLOCKS))}")
+        for name in ("motion", "highway", "trend", "transient", "layer_norm"):
+            if not isinstance(getattr(self, name), bool):
+                bad(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("num_layers", "kernel_size", "patch_size", "input_frames", "output_frames", "in_channels"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                bad(f"{name} must be a positive integer, got {v!r}")
+        if self.kernel_size % 2 == 0:
+            bad(f"kernel_size must be odd, got {self.kernel_size}")
+        if isinstance(self.hidden, (list, tuple)):
+            if len(self.hidden) != self.num_layers:
+                bad(f"hidden lists {len(self.hidden)} sizes for {self.num_layers} layers")
+            self.hidden = [int(h) for h in self.hidden]
+        hs = self.hidden_list
+        if any(h < 1 for h in hs):
+            bad(f"hidden sizes must be positive, got {self.hidden!r}")
+        if len(set(hs)) > 1 and (self.backbone == "predrnn" or self.highway or self.motion):
+            # the zigzag memory, the highway and the MotionGRU hand tensors between layers
+            bad("different hidden sizes per layer only work for convlstm without highway and motion")
+        if self.motion and hs[0] < 4:
+            bad("MotionGRU needs at least 4 hidden channels (its encoder uses hidden/4)")
+        if not 0.0 <= float(self.alpha) <= 1.0:
+            bad(f"alpha must lie in [0, 1], got {self.alpha}")
+        self.alpha = float(self.alpha)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if isinstance(d["hidden"], tuple):
+            d["hidden"] = list(d["hidden"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise NowcastError(f"model config must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise NowcastError(
+                f"model config has unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+            )
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise NowcastError(f"invalid model config: {exc}") from None
+

@@ -1,0 +1,468 @@
+"""Open radar files as one reflectivity sequence in dBZ.
+
+`open_radar` takes one file, several files or a glob of per-frame files and returns an
+`xarray.DataArray` named ``reflectivity`` (float32 dBZ, dims (time, y, x)) that keeps the input's x/y
+coordinates and grid mapping. Conventions (DESIGN.md): no echo is -10 dBZ, no data is NaN.
+Everything done to the data that the user should know (unit rule, dropped duplicates, gaps) is
+reported with a `NowcastWarning` and recorded in ``attrs["nowcast_notes"]``.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import units as U
+from .errors import NowcastError, NowcastWarning
+
+# Hard limits beyond which values cannot be weather: refuse rather than forecast garbage.
+MAX_PHYSICAL_DBZ = 95.0
+MIN_PHYSICAL_DBZ = -60.0
+NEGATIVE_RATE_TOLERANCE = -1.0  # mm/h; small negatives are processing noise (BoM has -0.1 mm)
+UNIT_CHOICES = ("dBZ", "mm/h", "mm", "pixels")
+
+
+# ----------------------------------------------------------------------------------- units
+
+
+@dataclass(frozen=True)
+class UnitRule:
+    """How the stored values become dBZ."""
+
+    kind: str  # "dbz" | "rate" | "accumulation" | "pixels"
+    factor: float = 1.0  # rate: multiply to get mm/h
+    label: str = ""
+
+
+_RATE_HOURLY = {
+    "mm/h", "mmh-1", "mmhr-1", "mm/hr", "mm/hour", "mmhour-1", "mmperhour", "kgm-2h-1",
+    "kg/m2/h", "kg/m^2/h", "kgm-2hr-1", "kg/m2/hr", "l/m2/h", "mmh^-1", "kgm^-2h^-1",
+}
+_RATE_SECONDLY = {"mms-1", "mm/s", "kgm-2s-1", "kg/m2/s", "kgm^-2s^-1"}
+_ACCUMULATION = {"mm", "kgm-2", "kg/m2", "kg/m^2", "kgm^-2", "l/m2", "millimeters", "millimetres"}
+_DBZ = {"dbz", "dbz(reflectivity)", "dbze"}
+
+
+def _normalise_units(text: str) -> str:
+    return re.sub(r"\s+", "", str(text).strip().lower()).replace("**", "^")
+
+
+def parse_units(text: str) -> UnitRule | None:
+    """Recognise a units string; None when it is not one we know."""
+    u = _normalise_units(text)
+    if u in _DBZ:
+        return UnitRule("dbz", label="dBZ")
+    if u in _RATE_HOURLY:
+        return UnitRule("rate", 1.0, label=f"rain rate in {text}")
+    if u in _RATE_SECONDLY:
+        return UnitRule("rate", 3600.0, label=f"rain rate in {text}")
+    if u in _ACCUMULATION:
+        return UnitRule("accumulation", label=f"accumulation in {text} over the time step")
+    if u in ("pixels", "pixel", "counts", "1", "8bit", "8-bit"):
+        return UnitRule("pixels", label="8-bit pixels")
+    return None
+
+
+def _user_unit_rule(units: str) -> UnitRule:
+    rule = parse_units(units)
+    if rule is None:
+        raise NowcastError(f"--units {units!r} is not understood; use one of {', '.join(UNIT_CHOICES)}")
+    return rule
+
+
+# -------------------------------------------------------------------------------- files
+
+
+def expand_paths(paths) -> list[Path]:
+    """Files from paths and glob patterns, sorted by name, duplicates dropped."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[Path] = []
+    for p in paths:
+        s = str(p)
+        if any(ch in s for ch in "*?[") and not Path(s).exists():
+            matches = sorted(globmod.glob(s))
+            if not matches:
+                raise NowcastError("no file matches this pattern", s)
+            found.extend(Path(m) for m in matches)
+        else:
+            found.append(Path(s))
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise NowcastError("no input file given")
+    for f in unique:
+        if f.is_dir():
+            raise NowcastError("is a folder; give the files in it (a glob such as 'folder/*.nc' works)", f)
+        if not f.exists():
+            raise NowcastError("file not found", f)
+        if f.stat().st_size == 0:
+            raise NowcastError("file is empty", f)
+    return unique
+
+
+def _open_dataset(path: Path) -> xr.Dataset:
+    try:
+        return xr.open_dataset(path, mask_and_scale=True, decode_times=True, cache=False)
+    except Exception as exc:  # netCDF4/h5 raise many types for unreadable files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+        if not (magic.startswith(b"CDF") or magic.startswith(b"\x89HDF")):
+            raise NowcastError("is not a netCDF file (unrecognised file signature)", path) from None
+        raise NowcastError(f"cannot be read as netCDF ({reason}); the file may be truncated", path) from None
+
+
+def _is_bounds_or_grid(ds: xr.Dataset, name: str) -> bool:
+    var = ds[name]
+    if "grid_mapping_name" in var.attrs:
+        return True
+    referenced = {v.attrs.get("bounds") for v in ds.variables.values()}
+    return name in referenced or name.endswith(("_bounds", "_bnds"))
+
+
+def data_candidates(ds: xr.Dataset) -> list[str]:
+    """Variables that look like gridded radar fields: numeric, at least 2-D, not bounds/CRS."""
+    out = []
+    for name, var in ds.data_vars.items():
+        if var.ndim < 2 or not np.issubdtype(var.dtype, np.number):
+            continue
+        if _is_bounds_or_grid(ds, name):
+            continue
+        out.append(name)
+    return out
+
+
+def _choose_variable(ds: xr.Dataset, path: Path, variable: str | None) -> str:
+    candidates = data_candidates(ds)
+    if variable is not None:
+        if variable not in ds.data_vars:
+            raise NowcastError(
+                f"has no variable {variable!r}; candidates: {', '.join(candidates) or 'none'}", path
+            )
+        return variable
+    if not candidates:
+        raise NowcastError("has no gridded data variable (need at least 2 dimensions)", path)
+    if len(candidates) > 1:
+        raise NowcastError(
+            f"has several data variables ({', '.join(candidates)}); choose one with --variable", path
+        )
+    return candidates[0]
+
+
+def _time_of_frame(ds: xr.Dataset, path: Path) -> np.ndarray | None:
+    """For per-frame files without a time dimension: the frame's valid time, if recorded."""
+    for name in ("valid_time", "time", "t"):
+        if name in ds.variables and ds[name].ndim == 0 and np.issubdtype(ds[name].dtype, np.datetime64):
+            return np.array([ds[name].values], dtype="datetime64[ns]")
+    for name, var in ds.variables.items():
+        if var.ndim == 0 and var.attrs.get("standard_name") == "time" and np.issubdtype(var.dtype, np.datetime64):
+            return np.array([var.values], dtype="datetime64[ns]")
+    return None
+
+
+def _accumulation_seconds(ds: xr.Dataset) -> float | None:
+    """Length of the accumulation period when the file states it (start and end times)."""
+    if "start_time" in ds.variables and "valid_time" in ds.variables:
+        try:
+            dt = (ds["valid_time"].values - ds["start_time"].values) / np.timedelta64(1, "s")
+            return float(dt) if float(dt) > 0 else None
+        except TypeError:
+            return None
+    return None
+
+
+@dataclass
+class _Frames:
+    path: Path
+    data: xr.DataArray  # (time, y, x) as stored (after CF scaling), float
+    raw_integer: bool
+    grid_mapping: xr.DataArray | None
+    accumulation_seconds: float | None
+
+
+def _read_frames(path: Path, variable: str | None, select: dict | None, reduce: str | None) -> _Frames:
+    ds = _open_dataset(path)
+    name = _choose_variable(ds, path, variable)
+    da = ds[name]
+    raw_dtype = da.encoding.get("dtype", da.dtype)
+    raw_integer = np.issubdtype(np.dtype(raw_dtype), np.integer) and "scale_factor" not in da.encoding
+
+    time_dim = next((d for d in da.dims if np.issubdtype(da[d].dtype, np.datetime64)), None) if da.ndim else None
+    if time_dim is None and "time" in da.dims:
+        raise NowcastError(f"variable {name!r} has a 'time' dimension whose values are not dates", path)
+    if da.ndim < 2:
+        raise NowcastError(f"variable {name!r} is not a 2-D field", path)
+    y_dim, x_dim = da.dims[-2], da.dims[-1]
+    if time_dim is None:
+        t = _time_of_frame(ds, path)
+        if t is None:
+            raise NowcastError(
+                f"variable {name!r} has no time dimension and the file records no valid time", path
+            )
+        da = da.expand_dims(time=t)
+        time_dim = "time"
+    if time_dim in (y_dim, x_dim):
+        raise NowcastError(f"variable {name!r} must have y and x as its last two dimensions", path)
+
+    extra = [d for d in da.dims if d not in (time_dim, y_dim, x_dim)]
+    for d in extra:
+        if select and d in select:
+            idx = select[d]
+            if not 0 <= idx < da.sizes[d]:
+                raise NowcastError(f"--select {d}={idx} is outside 0..{da.sizes[d] - 1}", path)
+            da = da.isel({d: idx})
+        elif da.sizes[d] == 1:
+            da = da.isel({d: 0})
+        elif reduce in ("max", "mean"):
+            da = getattr(da, reduce)(dim=d, skipna=True, keep_attrs=True)
+        else:
+            raise NowcastError(
+                f"variable {name!r} has an extra dimension {d!r} of size {da.sizes[d]}; "
+                f"pick a level with --select {d}=INDEX or combine with --reduce max|mean",
+                path,
+            )
+    da = da.transpose(time_dim, y_dim, x_dim).rename({time_dim: "time"})
+    gm_name = da.attrs.get("grid_mapping")
+    grid_mapping = ds[gm_name] if gm_name and gm_name in ds.variables else None
+    # Keep only the coordinates on our three dims; scalar leftovers confuse concatenation.
+    keep = {c for c in da.coords if set(da[c].dims) <= {"time", y_dim, x_dim} and da[c].ndim > 0}
+    da = da.reset_coords([c for c in da.coords if c not in keep], drop=True)
+    da = da.load().astype(np.float64)
+    frames = _Frames(path, da, raw_integer, grid_mapping.load() if grid_mapping is not None else None,
+                     _accumulation_seconds(ds))
+    ds.close()
+    return frames
+
+
+# --------------------------------------------------------------------------------- time
+
+
+def regular_step(times: np.ndarray) -> np.timedelta64 | None:
+    """The sequence's regular step: the most common difference between consecutive frames."""
+    if len(times) < 2:
+        return None
+    diffs = np.diff(times.astype("datetime64[ns]")).astype(np.int64)
+    values, counts = np.unique(diffs, return_counts=True)
+    # Ties go to the shortest step: a gap is never the regular step.
+    return np.timedelta64(int(values[np.argmax(counts)]), "ns")
+
+
+def _check_times(times: np.ndarray, label) -> tuple[np.timedelta64 | None, list[str]]:
+    notes: list[str] = []
+    step = regular_step(times)
+    if step is None:
+        return None, notes
+    diffs = np.diff(times).astype(np.int64)
+    s = int(step.astype(np.int64))
+    if s <= 0:
+        raise NowcastError("times are not increasing", label)
+    bad = diffs % s != 0
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise NowcastError(
+            f"irregular time steps: {_fmt_td(diffs[i])} between {_fmt_t(times[i])} and "
+            f"{_fmt_t(times[i + 1])}, but the regular step is {_fmt_td(s)}",
+            label,
+        )
+    for i in np.nonzero(diffs > s)[0]:
+        missing = diffs[i] // s - 1
+        notes.append(
+            f"gap of {missing} missing frame(s) between {_fmt_t(times[i])} and {_fmt_t(times[i + 1])}: "
+            "kept as a gap; windows spanning it are skipped"
+        )
+    return step, notes
+
+
+def _fmt_t(t) -> str:
+    return str(np.datetime64(t, "s")).replace("T", " ")
+
+
+def _fmt_td(ns) -> str:
+    sec = int(ns) / 1e9
+    return f"{sec / 60:g} min" if sec >= 60 else f"{sec:g} s"
+
+
+# --------------------------------------------------------------------------------- main
+
+
+def open_radar(
+    paths,
+    variable: str | None = None,
+    units: str | None = None,
+    scale: float | None = None,
+    offset: float | None = None,
+    zr_a: float = U.MP_A,
+    zr_b: float = U.MP_B,
+    select: dict | None = None,
+    reduce: str | None = None,
+) -> xr.DataArray:
+    """Read radar files into one (time, y, x) reflectivity sequence in dBZ.
+
+    paths: a file, a glob pattern, or a list of either. Several files are concatenated along time,
+    sorted, and frames with a duplicate time are dropped (first file wins).
+    variable: the data variable; found automatically when there is one candidate.
+    units: override the file's units attribute ('dBZ', 'mm/h', 'mm' accumulation, 'pixels').
+    scale/offset: 8-bit pixel rule, dBZ = pixel * scale + offset (default 95/255 and -10).
+    zr_a/zr_b: the Z-R relation for rain rates (Marshall-Palmer 200, 1.6).
+    select/reduce: how to drop an extra dimension, e.g. select={'elevation': 0} or reduce='max'.
+    """
+    files = expand_paths(paths)
+    label = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
+    notes: list[str] = []
+    frames = [_read_frames(f, variable, select, reduce) for f in files]
+
+    for fr in frames:
+        t = fr.data["time"].values
+        if len(t) > 1 and np.any(np.diff(t.astype("datetime64[ns]")).astype(np.int64) <= 0):
+            raise NowcastError("times are not increasing within the file", fr.path)
+    shapes = {fr.data.shape[1:] for fr in frames}
+    if len(shapes) > 1:
+        raise NowcastError(f"files have different grids: {sorted(shapes)}", label)
+
+    if len(frames) == 1:
+        da = frames[0].data
+    else:
+        da = xr.concat([fr.data for fr in frames], dim="time", coords="minimal", compat="override",
+                       join="override", combine_attrs="override")
+        order = np.argsort(da["time"].values, kind="stable")
+        da = da.isel(time=order)
+        _, first = np.unique(da["time"].values, return_index=True)
+        if len(first) < da.sizes["time"]:
+            n = da.sizes["time"] - len(first)
+            notes.append(f"dropped {n} frame(s) with a duplicate time")
+            da = da.isel(time=np.sort(first))
+
+    times = da["time"].values.astype("datetime64[ns]")
+    step, time_notes = _check_times(times, label)
+    notes.extend(time_notes)
+
+    rule = _user_unit_rule(units) if units else None
+    raw_units = frames[0].data.attrs.get("units")
+    if rule is None and raw_units is not None:
+        rule = parse_units(raw_units)
+        if rule is None:
+            raise NowcastError(
+                f"units {raw_units!r} of the data variable are not understood; declare them with "
+                f"--units ({' | '.join(UNIT_CHOICES)})",
+                frames[0].path,
+            )
+    values = da.values
+    if rule is None:
+        finite = values[np.isfinite(values)]
+        is_pixels = frames[0].raw_integer and finite.size and finite.min() >= 0 and finite.max() <= 255
+        if not is_pixels:
+            raise NowcastError(
+                "the data variable has no units attribute; declare them with "
+                f"--units ({' | '.join(UNIT_CHOICES)})",
+                frames[0].path,
+            )
+        rule = UnitRule("pixels", label="8-bit pixels (no units attribute, integers 0-255)")
+
+    if not np.isfinite(values).any():
+        raise NowcastError("all values are no-data (NaN or _FillValue)", label)
+
+    dbz, conversion = _to_dbz(values, rule, frames, step, scale, offset, zr_a, zr_b, label, notes)
+    vmax = np.nanmax(dbz)
+    if vmax > MAX_PHYSICAL_DBZ or np.nanmin(dbz) < MIN_PHYSICAL_DBZ:
+        raise NowcastError(
+            f"values far outside any physical range ({np.nanmin(dbz):.4g} to {vmax:.4g} dBZ after "
+            f"conversion from {rule.label}); check --units",
+            label,
+        )
+    dbz = U.apply_floor(dbz).astype(np.float32)
+
+    out = xr.DataArray(dbz, dims=("time", "y", "x"), name="reflectivity")
+    src = frames[0].data
+    y_dim, x_dim = src.dims[1], src.dims[2]
+    out = out.assign_coords(time=("time", times))
+    for new, old in (("y", y_dim), ("x", x_dim)):
+        if old in src.coords:
+            out = out.assign_coords({new: (new, src[old].values, dict(src[old].attrs))})
+    gm = frames[0].grid_mapping
+    if gm is not None:
+        out = out.assign_coords(crs=xr.DataArray(gm.values, attrs=dict(gm.attrs)))
+    out.attrs = {
+        "units": "dBZ",
+        "long_name": "equivalent reflectivity factor",
+        "standard_name": "equivalent_reflectivity_factor",
+        "source_files": ", ".join(str(f) for f in files[:5]) + (" ..." if len(files) > 5 else ""),
+        "conversion": conversion,
+        "time_step_seconds": float(step / np.timedelta64(1, "s")) if step is not None else float("nan"),
+    }
+    if gm is not None:
+        out.attrs["grid_mapping"] = "crs"
+    if notes:
+        out.attrs["nowcast_notes"] = "; ".join(notes)
+    for n in notes:
+        warnings.warn(f"{label}: {n}", NowcastWarning, stacklevel=2)
+    return out
+
+
+def _to_dbz(values, rule, frames, step, scale, offset, zr_a, zr_b, label, notes):
+    if rule.kind == "dbz":
+        return values, "stored in dBZ"
+    if rule.kind == "pixels":
+        s = U.PIXEL_SCALE if scale is None else scale
+        o = U.PIXEL_OFFSET if offset is None else offset
+        text = f"8-bit pixels: dBZ = pixel * {s:.6g} + {o:g}" + (" (default rule)" if scale is None else "")
+        notes.append(f"used {text}")
+        return values * s + o, text
+    if rule.kind == "accumulation":
+        period = frames[0].accumulation_seconds
+        if period is None:
+            if step is None:
+                raise NowcastError(
+                    "accumulations need a time step to become rain rates, and there is one frame only; "
+                    "declare --units mm/h if the values are rates",
+                    label,
+                )
+            period = float(step / np.timedelta64(1, "s"))
+        rate = values * (3600.0 / period)
+        desc = f"accumulation over {period / 60:g} min -> rain rate x{3600.0 / period:g}"
+    else:
+        rate = values * rule.factor
+        desc = rule.label
+    negative = rate < 0
+    if negative.any():
+        if np.nanmin(rate) < NEGATIVE_RATE_TOLERANCE:
+            raise NowcastError(
+                f"negative rain rates down to {np.nanmin(rate):.4g} mm/h: not physical; check the data",
+                label,
+            )
+        notes.append(f"{int(negative.sum())} slightly negative rain value(s) treated as no echo")
+        rate = np.where(negative, 0.0, rate)
+    text = f"{desc}; Z = {zr_a:g} R^{zr_b:g} (Marshall-Palmer)" if (zr_a, zr_b) == (U.MP_A, U.MP_B) \
+        else f"{desc}; Z = {zr_a:g} R^{zr_b:g}"
+    return U.rainrate_to_dbz(rate, a=zr_a, b=zr_b).astype(np.float64), text
+
+
+def time_step(seq: xr.DataArray) -> np.timedelta64:
+    """The regular time step of a sequence from open_radar (error if it has one frame only)."""
+    step = regular_step(seq["time"].values)
+    if step is None:
+        raise NowcastError("a single frame has no time step")
+    return step
+
+
+def last_regular_frames(seq: xr.DataArray, n: int, label=None) -> xr.DataArray:
+    """The last n frames, which must be evenly spaced by the regular step (no gap among them)."""
+    if seq.sizes["time"] < n:
+        raise NowcastError(f"has {seq.sizes['time']} frame(s); the forecast needs {n} input frames", label)
+    tail = seq.isel(time=slice(-n, None))
+    if n > 1:
+        step = time_step(seq)
+        diffs = np.diff(tail["time"].values)
+        if np.any(diffs != step):
+            raise NowcastError(
+                f"the last {n} frames are not evenly spaced (there is a gap among them); "
+                "the forecast needs a regular sequence",
+                label,
+            )
+    return tail
