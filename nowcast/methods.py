@@ -11,6 +11,10 @@ last input frame has no data (no-data regions are kept as no data, DESIGN.md).
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
+
 import numpy as np
 
 from .errors import MissingDependencyError, NowcastError
@@ -69,8 +73,10 @@ class Extrapolation(ForecastMethod):
 
     def __init__(self, motion: str = "LK", extrapolation: str = "semilagrangian"):
         try:
-            from pysteps import extrapolation as pext  # noqa: F401
-            from pysteps import motion as pmotion  # noqa: F401
+            # pysteps prints where it found its configuration file on import; keep stdout clean
+            with contextlib.redirect_stdout(io.StringIO()):
+                from pysteps import extrapolation as pext
+                from pysteps import motion as pmotion
             import cv2  # noqa: F401  (pysteps' LK needs OpenCV)
         except ImportError as exc:
             raise MissingDependencyError(
@@ -84,7 +90,10 @@ class Extrapolation(ForecastMethod):
         for i, seq in enumerate(batch):
             # pysteps wants no-echo and no-data as finite values for the motion field
             filled = np.nan_to_num(seq, nan=DBZ_FLOOR).astype(np.float64)
-            velocity = self._motion(filled, verbose=False)
+            with warnings.catch_warnings():
+                # LK warns about singular matrices on echo-free or uniform areas; harmless here
+                warnings.simplefilter("ignore", UserWarning)
+                velocity = self._motion(filled, verbose=False)
             fc = self._extrapolate(filled[-1], velocity, n_out, outval=DBZ_FLOOR)
             out[i] = np.nan_to_num(fc, nan=DBZ_FLOOR)
         return out

@@ -110,6 +110,8 @@ def contingency(forecast, observed, threshold: float) -> dict[str, int]:
     Pixels where the observation or the forecast is NaN are left out.
     """
     fc, obs = _pair(forecast, observed)
+    # compare in float64 so a threshold such as 32.3 is not rounded to the data's float32
+    fc, obs = fc.astype(np.float64, copy=False), obs.astype(np.float64, copy=False)
     valid = np.isfinite(obs) & np.isfinite(fc)
     f_yes = (fc >= threshold) & valid
     o_yes = (obs >= threshold) & valid

@@ -1,0 +1,307 @@
+"""The `nowcast` command line: parses options, calls the library, prints with rich.
+
+No logic of its own: every command is a few calls into nowcast's modules. Bad input raises
+`NowcastError`, which `main` turns into one red line on stderr and exit code 2 (no traceback
+unless --debug).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .errors import NowcastError, NowcastWarning
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    help="Precipitation nowcasting from weather radar: forecast, verify, train, visualise.",
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+_state = {"debug": False}
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, NowcastWarning):
+        err.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+    else:
+        err.print(f"warning: {message}", markup=False)
+
+
+def _version_callback(value: bool):
+    if value:
+        out.print(f"nowcast {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+):
+    _state["debug"] = debug
+
+
+def _parse_select(select: Optional[List[str]]) -> Optional[dict]:
+    if not select:
+        return None
+    parsed = {}
+    for item in select:
+        name, sep, idx = item.partition("=")
+        if not sep or not idx.strip().lstrip("-").isdigit():
+            raise NowcastError(f"--select {item!r} must look like DIM=INDEX, e.g. elevation=0")
+        parsed[name.strip()] = int(idx)
+    return parsed
+
+
+def _open(paths, variable, units, scale, offset, select, reduce):
+    from .radar import open_radar
+
+    return open_radar([str(p) for p in paths], variable=variable, units=units, scale=scale,
+                      offset=offset, select=_parse_select(select), reduce=reduce)
+
+
+def _load_method(method: Optional[str], model: Optional[str], device: str):
+    """The forecast method object: a trained model, or a built-in baseline by name."""
+    from .methods import get_method
+
+    if model is not None or method == "model":
+        from .forecast import ModelForecaster
+        from .checkpoint import DEFAULT_MODEL_NAME
+
+        return ModelForecaster.from_checkpoint(model or DEFAULT_MODEL_NAME, device=device)
+    if method is None:
+        from .checkpoint import default_model_path
+
+        if default_model_path() is not None:
+            from .forecast import ModelForecaster
+
+            return ModelForecaster.from_checkpoint(str(default_model_path()), device=device)
+        method = "extrapolation"
+    return get_method(method)
+
+
+# Options shared by every command that reads radar files.
+VARIABLE = typer.Option(None, "--variable", help="Data variable to read (when a file has several).")
+UNITS = typer.Option(None, "--units", help="Declare the data's units: dBZ, mm/h, mm (accumulation) or pixels.")
+SCALE = typer.Option(None, "--scale", help="8-bit pixels: dBZ = pixel * SCALE + OFFSET (default 95/255).")
+OFFSET = typer.Option(None, "--offset", help="8-bit pixels: the OFFSET above (default -10).")
+SELECT = typer.Option(None, "--select", help="Pick one index of an extra dimension, e.g. elevation=0.")
+REDUCE = typer.Option(None, "--reduce", help="Combine an extra dimension: max or mean.")
+DEVICE = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace output files that exist already.")
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+@app.command(epilog="Examples:\n\n  nowcast predict sample_data/radar.nc -o forecast.nc --plot forecast.png\n\n"
+                    "  nowcast predict 'bom/*.nc' --method extrapolation -o fc.nc")
+def predict(
+    inputs: List[Path] = typer.Argument(..., help="Radar file(s) or a glob of per-frame files."),
+    output: Path = typer.Option(Path("forecast.nc"), "-o", "--output", help="Forecast netCDF to write."),
+    method: Optional[str] = typer.Option(
+        None, "--method", help="persistence, extrapolation or model (default: the shipped model, "
+                               "else extrapolation)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Trained model: a name in models/ or a file."),
+    leads: int = typer.Option(10, "--leads", min=1, max=100, help="Number of future frames."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw input and forecast panels (PNG)."),
+    animate: Optional[Path] = typer.Option(None, "--animate", help="Also write an animation (GIF)."),
+    truth: Optional[List[Path]] = typer.Option(None, "--truth", help="Observations to draw beside the forecast."),
+    variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
+    offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
+    device: str = DEVICE, overwrite: bool = OVERWRITE,
+):
+    """Forecast the next frames of radar reflectivity from the last observed ones."""
+    from .atomic import check_output_path
+    from .forecast_file import forecast_dataarray, write_forecast
+    from .radar import last_regular_frames
+
+    for target in [output] + [p for p in (plot, animate) if p is not None]:
+        check_output_path(target, overwrite=overwrite)
+    seq = _open(inputs, variable, units, scale, offset, select, reduce)
+    fc_method = _load_method(method, model, device)
+    label = inputs[0] if len(inputs) == 1 else f"{inputs[0]} (+{len(inputs) - 1} more)"
+    past = last_regular_frames(seq, max(fc_method.input_frames, 2), label)
+    with err.status(f"forecasting {leads} frames with {fc_method.name} ..."):
+        values = fc_method(past.values, leads)
+    forecast = forecast_dataarray(values, past, fc_method.name)
+    write_forecast(forecast, output, method=fc_method.name, inputs=seq, overwrite=overwrite)
+    step_min = float(forecast["forecast_period"].values[0] / 6e10)
+    out.print(f"wrote {output}: {leads} frames of {fc_method.name} forecast, "
+              f"{str(forecast.time.values[0])[:16]} to {str(forecast.time.values[-1])[:16]} UTC "
+              f"(every {step_min:g} min)")
+    if plot is not None or animate is not None:
+        from . import plots
+
+        observed = None
+        if truth:
+            observed = _open(truth, variable, units, scale, offset, select, reduce)
+            observed = observed.sel(time=forecast.time.values, method=None) if set(
+                forecast.time.values) <= set(observed.time.values) else None
+            if observed is None:
+                raise NowcastError("--truth does not cover the forecast times", truth[0])
+        if plot is not None:
+            plots.plot_forecast_panels(seq, forecast, plot, observed=observed, method_name=fc_method.name)
+            out.print(f"wrote {plot}")
+        if animate is not None:
+            plots.animate_forecast(seq, forecast, animate)
+            out.print(f"wrote {animate}")
+
+
+@app.command(epilog="Example:\n\n  nowcast evaluate ../shared/radar/*.nc --baseline persistence "
+                    "--baseline extrapolation --json scores.json --plot csi.png")
+def evaluate(
+    data: List[Path] = typer.Argument(..., help="Radar files; each file (or glob) is one sequence."),
+    model: Optional[List[str]] = typer.Option(None, "--model", help="Model(s) to score; 'default' = shipped."),
+    baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="persistence and/or extrapolation."),
+    thresholds: str = typer.Option("30,40,50", "--thresholds", help="dBZ thresholds, comma separated."),
+    stride: int = typer.Option(1, "--stride", min=1, help="Frames between consecutive windows."),
+    input_frames: int = typer.Option(5, "--input-frames", min=2),
+    lead_frames: int = typer.Option(10, "--lead-frames", min=1),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw CSI/POD/FAR against lead time (PNG)."),
+    variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
+    offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
+    device: str = DEVICE, overwrite: bool = OVERWRITE,
+):
+    """Score models and baselines on exactly the same forecast windows."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .atomic import atomic_write_text, check_output_path
+    from .evaluate import evaluate as run_evaluation, format_table, to_json
+
+    for target in [p for p in (json_out, plot) if p is not None]:
+        check_output_path(target, overwrite=overwrite)
+    try:
+        thr = sorted({float(t) for t in thresholds.split(",") if t.strip()})
+    except ValueError:
+        raise NowcastError(f"--thresholds {thresholds!r} must be numbers separated by commas") from None
+    methods = []
+    for name in model or []:
+        methods.append(_load_method("model", None if name == "default" else name, device))
+    for name in baseline or []:
+        methods.append(_load_method(name, None, device))
+    if not methods:
+        methods = [_load_method(None, None, device)]
+        if methods[0].name != "persistence":
+            methods.append(_load_method("persistence", None, device))
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise NowcastError(f"the same method is named twice: {', '.join(names)}")
+    sequences = []
+    for path in data:
+        sequences.append((str(path), _open([path], variable, units, scale, offset, select, reduce)))
+    with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+                  TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("windows", total=None)
+
+        def progress(done, total):
+            bar.update(task, completed=done, total=total)
+
+        result = run_evaluation(sequences, methods, thresholds=thr, n_in=input_frames, n_out=lead_frames,
+                                stride=stride, progress=progress)
+    out.print(format_table(result))
+    if json_out is not None:
+        atomic_write_text(json_out, to_json(result), overwrite=overwrite)
+        out.print(f"wrote {json_out}")
+    if plot is not None:
+        from .plots import plot_score_curves
+
+        plot_score_curves(result, plot)
+        out.print(f"wrote {plot}")
+
+
+@app.command(epilog="Example:\n\n  nowcast sample-data -o radar.nc --frames 24 --size 128 --seed 2026")
+def sample_data(
+    output: Path = typer.Option(..., "-o", "--output", help="netCDF file to write."),
+    frames: int = typer.Option(24, "--frames", min=2, help="Number of frames."),
+    size: int = typer.Option(128, "--size", min=16, help="Grid size in pixels (square)."),
+    seed: int = typer.Option(2026, "--seed", help="Random seed (same seed, same data)."),
+    motion: str = typer.Option("mixed", "--motion", help="mixed, uniform or rotation."),
+    overwrite: bool = OVERWRITE,
+):
+    """Make a synthetic radar sequence with spacetime-varying motion (for demos and tests)."""
+    from .atomic import check_output_path
+    from .synthetic import generate, write_netcdf
+
+    check_output_path(output, overwrite=overwrite)
+    if motion not in ("mixed", "uniform", "rotation"):
+        raise NowcastError(f"--motion {motion!r}: choose mixed, uniform or rotation")
+    with err.status("generating synthetic radar ..."):
+        da = generate(n_frames=frames, height=size, width=size, seed=seed, motion=motion)
+        write_netcdf(da, output, overwrite=overwrite)
+    out.print(f"wrote {output}: {frames} frames of {size}x{size} synthetic reflectivity (seed {seed})")
+
+
+@app.command()
+def train():
+    """Train a MotionRNN model on your radar archive (not available yet)."""
+    raise NowcastError("nowcast train is not available yet in this version")
+
+
+@app.command(name="visualize-trend")
+def visualize_trend():
+    """Draw the model's learned motion trend as arrows (not available yet)."""
+    raise NowcastError("nowcast visualize-trend is not available yet in this version")
+
+
+# ---------------------------------------------------------------------------------- entry
+
+
+def main(argv=None) -> int:
+    """Console entry point: user errors become one red line and exit code 2."""
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("always", NowcastWarning)
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except NowcastError as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err.print("[red]aborted[/]")
+        return 130
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]")
+        return 130
+    except OSError as exc:  # e.g. permission denied or disk full while writing an output
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(f"[red]error:[/] {where}{exc.strerror or exc}", markup=True, highlight=False)
+        return 2
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {first} (rerun with --debug for details)",
+                  markup=True, highlight=False)
+        return 1
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The MotionRNN framework: stacked recurrent blocks, MotionGRUs between them, Motion Highway, patches."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import NowcastError
+from .cells import BLOCKS
+from .config import ModelConfig
+from .motiongru import OFFSET_CHANNELS, MotionGRU
+
+
+def _patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C*p*p, H/p, W/p)."""
+    return F.pixel_unshuffle(x, p) if p > 1 else x
+
+
+def _unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    return F.pixel_shuffle(x, p) if p > 1 else x
+
+
+class MotionRNN(nn.Module):
+    """MotionRNN around a recurrent backbone (or the plain backbone when motion and highway are off).
+
+    Call: ``model(frames, n_out)`` with frames in [0, 1] shaped (B, T, H, W) (or (B, T, C, H, W) when
+    in_channels > 1) -> predictions (B, n_out, H, W), not clamped. Any H, W: zero padded (the floor)
+    to a multiple of patch_size * encoder stride and cropped back.
+
+    Training: ``model(frames, n_out, truth=targets, sampling_mask=mask)`` with targets (B, n_out, H, W)
+    and mask (B, n_out - 1); mask[:, j] = 1 feeds target j (frame T + j) as input at step T + j instead
+    of the model's own prediction (scheduled sampling).
+
+    ``return_motion=True`` returns ``(out, motion)``; motion holds, for each of the steps = T + n_out - 1
+    recurrent steps (step t reads frame t and predicts frame t + 1) and each MotionGRU (between layer l and
+    l + 1, l = 0..num_layers - 2):
+      "trend": D,  "filter": F = F' + D,  "transient": F',
+    each a tensor (B, steps, n_gru, 18, h, w) with h = ceil(H / (2 * patch)), w = ceil(W / (2 * patch))
+    (the encoded grid of the padded frame; row 0 is the top of the frame). The 18 channels are 9 taps x (dy, dx),
+    see ``nowcast.nn.motiongru``: channel 2k = dy (down positive), 2k + 1 = dx (right positive) of tap k, in
+    encoded-grid pixels; the warp samples FROM position + offset, so content moves by -offset. For arrows:
+    mean over taps of the offset x patch_size x 2 = radar pixels per step (sampling direction; negate for
+    the direction the echoes move).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        cfg = config
+        p = cfg.patch_size
+        cin = cfg.in_channels * p * p
+        hs = cfg.hidden_list
+        block_cls = BLOCKS[cfg.backbone]
+        self.blocks = nn.ModuleList(
+            block_cls(cin if l == 0 else hs[l - 1], hs[l], cfg.kernel_size, cfg.layer_norm)
+            for l in range(cfg.num_layers)
+        )
+        self.motion_grus = nn.ModuleList(
+            MotionGRU(hs[l], cfg.kernel_size, cfg.alpha, cfg.trend, cfg.transient) for l in range(cfg.num_layers - 1)
+        ) if cfg.motion else nn.ModuleList()
+        # layer 1's highway: the input patches projected to the hidden size
+        self.highway_in = nn.Conv2d(cin, hs[0], 1, bias=False) if cfg.highway else None
+        self.conv_out = nn.Conv2d(hs[-1], cin, 1, bias=False)
+        self._uses_memory = block_cls.uses_memory
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _to_5d(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        c = self.config.in_channels
+        if x.dim() == 4 and c == 1:
+            return x.unsqueeze(2)
+        if x.dim() == 5 and x.shape[2] == c:
+            return x
+        raise NowcastError(f"model {what} must be shaped (B, T, H, W) or (B, T, {c}, H, W), got {tuple(x.shape)}")
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.config.pad_multiple
+        H, W = x.shape[-2:]
+        ph, pw = (-H) % m, (-W) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))  # zero = no echo (the floor)
+        return x
+
+    def _patches(self, x5: torch.Tensor) -> torch.Tensor:
+        B, T = x5.shape[:2]
+        x = self._pad(x5.reshape(B * T, *x5.shape[2:]))
+        x = _patchify(x, self.config.patch_size)
+        return x.reshape(B, T, *x.shape[1:])
+
+    # -- forward -------------------------------------------------------------------------------------
+    def forward(self, frames, n_out=None, truth=None, sampling_mask=None, return_motion: bool = False):
+        cfg = self.config
+        n_out = cfg.output_frames if n_out is None else int(n_out)
+        if n_out < 1:
+            raise NowcastError(f"n_out must be at least 1, got {n_out}")
+        squeeze = frames.dim() == 4 and cfg.in_channels == 1
+        x5 = self._to_5d(frames, "frames")
+        B, T, _, H, W = x5.shape
+        patches = self._patches(x5)
+        truth_p = None
+        if truth is not None:
+            t5 = self._to_5d(truth, "truth")
+            if t5.shape[0] != B or t5.shape[1] < n_out - 1 or t5.shape[-2:] != (H, W):
+                raise NowcastError(f"truth shaped {tuple(truth.shape)} does not fit frames {tuple(frames.shape)}")
+            truth_p = self._patches(t5)
+            if sampling_mask is not None:
+                sampling_mask = sampling_mask.to(dtype=patches.dtype, device=patches.device)
+                if sampling_mask.shape[0] != B or sampling_mask.shape[1] < n_out - 1:
+                    raise NowcastError(f"sampling_mask must be (B, n_out - 1), got {tuple(sampling_mask.shape)}")
+
+        hs = cfg.hidden_list
+        L = cfg.num_layers
+        hp, wp = patches.shape[-2:]
+        zeros = lambda c, h, w: patches.new_zeros(B, c, h, w)  # noqa: E731
+        h = [zeros(hs[l], hp, wp) for l in range(L)]
+        c = [zeros(hs[l], hp, wp) for l in range(L)]
+        m = zeros(hs[0], hp, wp) if self._uses_memory else None
+        n_gru = len(self.motion_grus)
+        he, we = (hp + 1) // 2, (wp + 1) // 2
+        f = [zeros(OFFSET_CHANNELS, he, we) for _ in range(n_gru)]
+        d = [zeros(OFFSET_CHANNELS, he, we) for _ in range(n_gru)]
+        record = {"trend": [], "filter": [], "transient": []} if return_motion else None
+
+        outputs = []
+        pred = None
+        for t in range(T + n_out - 1):
+            if t < T:
+                inp = patches[:, t]
+            elif truth_p is not None and sampling_mask is not None:
+                mk = sampling_mask[:, t - T].view(B, 1, 1, 1)
+                inp = mk * truth_p[:, t - T] + (1 - mk) * pred
+            else:
+                inp = pred
+            highway = self.highway_in(inp) if self.highway_in is not None else None
+            below = inp
+            ft_step = []
+            for l, block in enumerate(self.blocks):
+                h[l], c[l], m, _ = block(below, h[l], c[l], m, highway)
+                if self.highway_in is not None:
+                    highway = h[l]  # the layer below's hidden state bypasses the warp
+                if l < n_gru:
+                    below, f[l], d[l], ft = self.motion_grus[l](h[l], f[l], d[l])
+                    ft_step.append(ft)
+                else:
+                    below = h[l]
+            pred = self.conv_out(h[-1])
+            if t >= T - 1:
+                outputs.append(pred)
+            if record is not None:
+                empty = patches.new_zeros(B, 0, OFFSET_CHANNELS, he, we)
+                record["trend"].append(torch.stack(d, 1) if n_gru else empty)
+                record["filter"].append(torch.stack(f, 1) if n_gru else empty)
+                record["transient"].append(torch.stack(ft_step, 1) if n_gru else empty)
+
+        out = torch.stack(outputs, 1)  # (B, n_out, cin, hp, wp)
+        out = _unpatchify(out.reshape(B * n_out, *out.shape[2:]), cfg.patch_size)
+        out = out[..., :H, :W].reshape(B, n_out, cfg.in_channels, H, W)
+        if squeeze:
+            out = out[:, :, 0]
+        if record is None:
+            return out
+        return out, {k: torch.stack(v, 1) for k, v in record.items()}
+
+
+def build_model(config) -> MotionRNN:
+    """Build the network described by a ModelConfig (or a config dict)."""
+    if isinstance(config, dict):
+        config = ModelConfig.from_dict(config)
+    elif not isinstance(config, ModelConfig):
+        raise NowcastError(f"build_model needs a ModelConfig or dict, got {type(config).__name__}")
+    else:
+        config.validate()
+    return MotionRNN(config)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
