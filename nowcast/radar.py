@@ -23,7 +23,7 @@ from . import units as U
 from .errors import NowcastError, NowcastWarning
 
 # Hard limits beyond which values cannot be weather: refuse rather than forecast garbage.
-MAX_PHYSICAL_DBZ = 95.0
+MAX_PHYSICAL_DBZ = 100.0
 MIN_PHYSICAL_DBZ = -60.0
 NEGATIVE_RATE_TOLERANCE = -1.0  # mm/h; small negatives are processing noise (BoM has -0.1 mm)
 UNIT_CHOICES = ("dBZ", "mm/h", "mm", "pixels")
