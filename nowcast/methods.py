@@ -40,12 +40,19 @@ class ForecastMethod:
 
     name = "method"
     input_frames = 1  # the fewest input frames the method needs
+    min_grid = 1  # the smallest grid side (pixels) the method can forecast on
 
     def __call__(self, inputs, n_out: int = 10) -> np.ndarray:
         batch, single = _as_batch(inputs)
         if batch.shape[1] < self.input_frames:
             raise NowcastError(
                 f"{self.name} needs at least {self.input_frames} input frames, got {batch.shape[1]}"
+            )
+        if min(batch.shape[2:]) < self.min_grid:
+            h, w = batch.shape[2:]
+            raise NowcastError(
+                f"a grid of {h}x{w} pixels is too small for {self.name} (needs at least "
+                f"{self.min_grid}x{self.min_grid})"
             )
         out = self._forecast_batch(batch, int(n_out)).astype(np.float32)
         out = apply_floor(out)
@@ -70,6 +77,7 @@ class Extrapolation(ForecastMethod):
 
     name = "extrapolation"
     input_frames = 3
+    min_grid = 16  # Lucas-Kanade needs room for its feature windows
 
     def __init__(self, motion: str = "LK", extrapolation: str = "semilagrangian"):
         try:

@@ -40,6 +40,8 @@ SSIM_WIN = 2 * int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5) + 1
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
+_CHUNK_PIXELS = 4_000_000
+
 COUNT_KEYS = ("hits", "misses", "false_alarms", "correct_negatives")
 
 
@@ -296,8 +298,12 @@ class ScoreAccumulator:
             self.abs_err[lead] += float(np.abs(d).sum())
             self.frames[lead] += f.shape[0]
             self.empty_frames[lead] += int(np.count_nonzero(~obs_ok.any(axis=(-2, -1))))
-            for values, total, n in ((gdl_frames(f, o), self.gdl_sum, self.gdl_frames),
-                                     (ssim_frames(f, o), self.ssim_sum, self.ssim_frames)):
+            # frames in chunks of a few million pixels: SSIM holds about ten full-size temporaries
+            chunk = max(1, _CHUNK_PIXELS // (f.shape[-2] * f.shape[-1]))
+            gdl_v = np.concatenate([gdl_frames(f[i:i + chunk], o[i:i + chunk]) for i in range(0, len(f), chunk)])
+            ssim_v = np.concatenate([ssim_frames(f[i:i + chunk], o[i:i + chunk]) for i in range(0, len(f), chunk)])
+            for values, total, n in ((gdl_v, self.gdl_sum, self.gdl_frames),
+                                     (ssim_v, self.ssim_sum, self.ssim_frames)):
                 ok = np.isfinite(values)
                 total[lead] += float(values[ok].sum())
                 n[lead] += int(ok.sum())

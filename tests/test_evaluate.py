@@ -1,0 +1,151 @@
+"""evaluate(): several methods on the same windows, result layout, strict JSON, table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from nowcast.errors import NowcastError
+from nowcast.evaluate import evaluate, format_table, to_json
+from nowcast.methods import Persistence
+
+T0 = np.datetime64("2024-05-01T12:00", "ns")
+
+
+def moving_blob(n=20, size=64, velocity=(1.5, 2.0), step_minutes=5):
+    """A textured cell moving at constant speed over a no-echo background (peak about 55 dBZ)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    frames = []
+    for t in range(n):
+        cy, cx = 20 + velocity[0] * t, 12 + velocity[1] * t
+        core = 65 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 7.0 ** 2))
+        knot = 8 * np.exp(-((yy - cy - 4) ** 2 + (xx - cx + 3) ** 2) / (2 * 2.0 ** 2))
+        frames.append(-10 + core + knot)
+    times = T0 + np.arange(n) * np.timedelta64(step_minutes, "m")
+    return xr.DataArray(np.array(frames, np.float32), dims=("time", "y", "x"), coords={"time": times})
+
+
+def strict_loads(text):
+    def refuse(const):
+        raise ValueError(f"non-strict JSON constant {const}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+class Shifted:
+    """A stand-in method: the last frame shifted by one pixel (cheap, deterministic)."""
+
+    name = "shifted"
+
+    def __call__(self, inputs, n_out):
+        return np.repeat(np.roll(inputs[:, -1:], 1, axis=-1), n_out, axis=1)
+
+
+def test_extrapolation_beats_persistence_on_moving_blob():
+    pytest.importorskip("pysteps")
+    pytest.importorskip("cv2")
+    from nowcast.methods import Extrapolation
+
+    calls = []
+    result = evaluate([("blob", moving_blob())], [Persistence(), Extrapolation()], stride=2,
+                      progress=lambda done, total: calls.append((done, total)))
+    assert result["windows"] == 3 and result["skipped_windows"] == 0
+    assert calls[-1] == (3, 3)
+    per, ext = result["results"]["persistence"], result["results"]["extrapolation"]
+    for t in ("30", "40"):
+        assert ext["csi"][t] > per["csi"][t] + 0.3
+    assert ext["mse"] < per["mse"] and ext["ssim"] > per["ssim"]
+    assert ext["seconds_per_window"] > 0 and per["seconds_per_window"] > 0
+
+    loaded = strict_loads(to_json(result))
+    assert loaded["results"]["extrapolation"]["csi"]["30"] == pytest.approx(ext["csi"]["30"])
+
+
+def test_result_layout_and_strict_json_with_nan():
+    result = evaluate([("a", moving_blob(16)), ("b", moving_blob(17))], [Persistence(), Shifted()],
+                      thresholds=(60, 30, 40), batch_size=1)
+    assert result["windows"] == 2 + 3
+    assert result["thresholds_dbz"] == [30, 40, 60]
+    assert result["input_frames"] == 5 and result["lead_frames"] == 10
+    assert result["time_step_minutes"] == 5.0
+    assert result["data"] == ["a", "b"]
+    assert result["data_windows"] == {"a": {"windows": 2, "skipped_windows": 0},
+                                      "b": {"windows": 3, "skipped_windows": 0}}
+    r = result["results"]["persistence"]
+    for key in ("csi", "pod", "far", "bias"):
+        assert set(r[key]) == {"30", "40", "60"}
+        assert all(len(v) == 10 for v in r[f"{key}_per_lead"].values())
+    for key in ("gdl", "mse", "mae", "ssim"):
+        assert isinstance(r[key], float) and len(r[f"{key}_per_lead"]) == 10
+    assert set(r["counts"]["30"]) == {"hits", "misses", "false_alarms", "correct_negatives"}
+    assert sum(r["counts"]["30"].values()) == 5 * 10 * 64 * 64
+    assert math.isnan(r["csi"]["60"])  # the blob never reaches 60 dBZ
+
+    loaded = strict_loads(to_json(result))
+    assert loaded["results"]["persistence"]["csi"]["60"] is None
+    assert loaded["results"]["persistence"]["csi_per_lead"]["60"] == [None] * 10
+    assert "NaN" not in to_json(result)
+
+
+def test_methods_see_the_same_windows_and_full_frames():
+    seen = {}
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, inputs, n_out):
+            seen.setdefault(self.name, []).append(inputs.copy())
+            return np.repeat(inputs[:, -1:], n_out, axis=1)
+
+    seq = moving_blob(22, size=40)
+    evaluate([("s", seq)], [Recorder("one"), Recorder("two")], n_in=4, n_out=6, batch_size=3)
+    a, b = np.concatenate(seen["one"]), np.concatenate(seen["two"])
+    assert a.shape == (22 - 10 + 1, 4, 40, 40)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_short_sequences_counted_and_zero_windows_is_an_error():
+    result = evaluate([("long", moving_blob(15)), ("short", moving_blob(9))], [Persistence()])
+    assert result["windows"] == 1 and result["too_short_sequences"] == ["short"]
+    assert result["data_windows"]["short"]["windows"] == 0
+    with pytest.raises(NowcastError, match="short.*15 frames|15 frames.*short"):
+        evaluate([("short", moving_blob(9))], [Persistence()])
+    with pytest.raises(NowcastError, match="0 complete windows"):
+        evaluate([], [Persistence()])
+
+
+def test_bad_methods_are_reported():
+    class Wrong:
+        name = "wrong"
+
+        def __call__(self, inputs, n_out):
+            return inputs[:, -1:]
+
+    with pytest.raises(NowcastError, match="wrong"):
+        evaluate([("s", moving_blob(15))], [Wrong()])
+    with pytest.raises(NowcastError, match="unique"):
+        evaluate([("s", moving_blob(15))], [Persistence(), Persistence()])
+
+
+def test_format_table_bolds_the_best():
+    from rich.console import Console
+
+    result = evaluate([("blob", moving_blob(16))], [Persistence(), Shifted()], thresholds=(30, 40, 50, 60))
+    table = format_table(result)
+    headers = [c.header for c in table.columns]
+    assert headers[:5] == ["method", "CSI≥30", "CSI≥40", "CSI≥50", "CSI≥60"]
+    assert "POD≥50" in headers and "FAR≥50" in headers  # the middle threshold
+    assert {"GDL", "MSE", "MAE", "SSIM"} <= set(headers)
+    assert table.row_count == 2
+    csi30 = list(table.columns[1].cells)
+    best = 0 if result["results"]["persistence"]["csi"]["30"] > result["results"]["shifted"]["csi"]["30"] else 1
+    assert csi30[best].startswith("[bold]") and not csi30[1 - best].startswith("[bold]")
+    assert list(table.columns[4].cells) == ["–", "–"]  # CSI>=60 undefined
+    console = Console(width=200, record=True)
+    console.print(table)
+    assert "persistence" in console.export_text()
