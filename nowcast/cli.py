@@ -26,6 +26,8 @@ app = typer.Typer(
     help="Precipitation nowcasting from weather radar: forecast, verify, train, visualise.",
 )
 out = Console(soft_wrap=True)
+if not out.is_terminal:  # pipes and CI logs: don't squeeze score tables into 80 columns
+    out.width = 160
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"debug": False}
 
