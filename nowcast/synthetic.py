@@ -208,7 +208,7 @@ def _make_cells(rng, bounds, n_frames, height, width, envelope_at) -> _Cells:
     c_lo, c_hi, r_lo, r_hi = bounds
     area_ratio = (c_hi - c_lo) * (r_hi - r_lo) / float(height * width)
     mean_life = 14.0
-    alive_in_domain = 5.0 * height * width / (128.0 * 128.0)  # ~5 cells alive in a 128 x 128 domain
+    alive_in_domain = 6.0 * height * width / (128.0 * 128.0)  # ~6 cells alive in a 128 x 128 domain
     n = int(rng.poisson(alive_in_domain * area_ratio * (n_frames + mean_life) / mean_life))
     # Convection sits mostly inside the rain areas: keep candidates where the large-scale field is high.
     cand = 6 * n + 10
@@ -223,7 +223,7 @@ def _make_cells(rng, bounds, n_frames, height, width, envelope_at) -> _Cells:
         row=rr,
         birth=rng.uniform(-life, n_frames - 1.0),
         life=life,
-        peak=40.0 + 20.0 * rng.beta(2.0, 3.5, n),
+        peak=40.0 + 22.0 * rng.beta(2.0, 3.0, n),
         sigma=rng.uniform(2.0, 4.5, n),
         aspect=rng.uniform(1.0, 2.5, n),
         angle=rng.uniform(0.0, np.pi, n),
@@ -346,7 +346,7 @@ def generate(
     shape = (int(np.ceil(mat_r.max())) + pad - r_lo + 1, int(np.ceil(mat_c.max())) + pad - c_lo + 1)
     size = min(height, width)
     large = [_powerlaw_noise(rng, shape, beta=3.2, outer=1.0 * size) for _ in range(2)]
-    small = [_powerlaw_noise(rng, shape, beta=2.4, outer=0.15 * size, inner=1.5) for _ in range(2)]
+    small = [_powerlaw_noise(rng, shape, beta=2.4, outer=0.15 * size, inner=4.0) for _ in range(2)]
     large_rate = 0.03 if evolve else 0.0  # radians per step: large scales live for hours
     small_rate = 0.12 if evolve else 0.0  # small scales for tens of minutes
     threshold = float(_normal_quantile(1.0 - rain_fraction))
@@ -363,7 +363,6 @@ def generate(
         lambda cc, rr: sample(large[0], cc, rr),
     )
     if not evolve:  # frozen cells: mature for the whole sequence, no own turning
-        cells.birth[:] = -0.5 * cells.life + 0.5 * (n_frames - 1)
         cells.life[:] = 1e9
         cells.birth[:] = -0.5e9
         cells.spin[:] = 0.0
@@ -483,8 +482,9 @@ def write_netcdf(da: xr.DataArray, path, overwrite: bool = False) -> Path:
     if "crs" in ds:
         encoding["crs"] = {"_FillValue": None}
     # Values beyond the int16 range would wrap; the tool's dBZ never leave [-10, 70] anyway.
+    attrs = dict(ds[name].attrs)
     ds[name] = ds[name].clip(-327.0, 327.0)
-    ds[name].attrs.update(da.attrs and {k: v for k, v in da.attrs.items() if k not in _GLOBAL_KEYS})
+    ds[name].attrs = attrs
     with atomic_output(path, overwrite=overwrite) as tmp:
         ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding)
     return Path(path)

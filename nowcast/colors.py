@@ -1,0 +1,58 @@
+"""The reflectivity colour scale: 5 dBZ steps from 10 to 70 dBZ, as radar users know it.
+
+Below 10 dBZ nothing is drawn (transparent, so the white background shows: "no echo"); no data (NaN) is
+drawn grey, so that it can never be mistaken for dry weather; 70 dBZ and above is purple.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap
+
+LEVELS_DBZ = tuple(float(v) for v in range(10, 75, 5))  # 10, 15, ..., 70: 12 bins
+
+# Light blue -> blue -> green -> yellow/orange -> red -> magenta, one colour per 5 dBZ bin.
+BIN_COLORS = (
+    "#b4e6f5",  # 10-15
+    "#6cc3f0",  # 15-20
+    "#2f86d8",  # 20-25
+    "#8fdc72",  # 25-30
+    "#37b135",  # 30-35
+    "#167a22",  # 35-40
+    "#f6e73a",  # 40-45
+    "#f4b120",  # 45-50
+    "#ee6a14",  # 50-55
+    "#d7191c",  # 55-60
+    "#a1113c",  # 60-65
+    "#e03cc9",  # 65-70
+)
+OVER_COLOR = "#7a2fbf"  # >= 70 dBZ
+NODATA_COLOR = "#9a9a9a"  # NaN: outside coverage / no data
+NODATA_RGB = (0x9A, 0x9A, 0x9A)
+COLORBAR_LABEL = "Reflectivity (dBZ)"
+
+
+def reflectivity_cmap() -> tuple[ListedColormap, BoundaryNorm]:
+    """(colormap, norm) for imshow/pcolormesh of dBZ fields."""
+    cmap = ListedColormap(list(BIN_COLORS), name="nowcast_dbz").with_extremes(
+        under=(1.0, 1.0, 1.0, 0.0),  # no echo: transparent
+        over=OVER_COLOR,
+        bad=NODATA_COLOR,
+    )
+    norm = BoundaryNorm(list(LEVELS_DBZ), ncolors=cmap.N, clip=False)
+    return cmap, norm
+
+
+def add_colorbar(fig, mappable, ax=None, **kwargs):
+    """A labelled dBZ colour bar with a tick at every level, extended (triangle) for >= 70 dBZ."""
+    kwargs.setdefault("extend", "max")
+    kwargs.setdefault("ticks", list(LEVELS_DBZ))
+    cbar = fig.colorbar(mappable, ax=ax, **kwargs)
+    cbar.set_label(COLORBAR_LABEL)
+    return cbar
+
+
+def dbz_to_rgba(dbz) -> np.ndarray:
+    """RGBA (0-1 floats) of dBZ values with this scale; handy for tests and custom renderings."""
+    cmap, norm = reflectivity_cmap()
+    return cmap(norm(np.ma.masked_invalid(np.asarray(dbz, dtype=float))))

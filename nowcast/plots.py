@@ -1,0 +1,521 @@
+"""Pictures: forecast panels, animations, score curves and motion-trend arrows.
+
+Everything is drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas (no pyplot, so no global
+figure state), and every file is written atomically (temporary name, then rename).  Each function returns
+the Figure it drew, so that callers and tests can look at what was plotted.
+
+Orientation: images are drawn north up.  With x/y coordinates the axes are in km and the image is placed
+by its extent; radar y usually decreases with the row index, so row 0 is at the top.  Without coordinates
+the axes are in pixels (column to the right, row downwards, row 0 at the top).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .atomic import atomic_output
+from .colors import add_colorbar, reflectivity_cmap
+from .errors import NowcastError
+
+DEFAULT_STEP_MINUTES = 5.0
+TREND_COLOR = "black"
+TRANSIENT_COLOR = "#ff1493"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _new_figure(width_in: float, height_in: float, dpi: float) -> Figure:
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path, overwrite: bool = True) -> Path:
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if not fmt:
+        raise NowcastError("the output file needs a suffix naming the image format (e.g. .png)", path)
+    if fmt not in fig.canvas.get_supported_filetypes():
+        raise NowcastError(f"unsupported image format {fmt!r}", path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=fig.dpi)
+    return path
+
+
+def _values(field) -> np.ndarray:
+    return np.asarray(getattr(field, "values", field), dtype=np.float32)
+
+
+def _coord(field, name, given):
+    if given is not None:
+        return np.asarray(given, dtype=float)
+    coords = getattr(field, "coords", None)
+    if coords is not None and name in coords and coords[name].ndim == 1:
+        c = coords[name]
+        factor = 1000.0 if str(c.attrs.get("units", "m")).strip().lower() in ("km", "kilometre", "kilometer") else 1.0
+        return np.asarray(c.values, dtype=float) * factor
+    return None
+
+
+def _extent_origin(x, y, shape):
+    """imshow extent (km) and origin so that larger y is up, or (None, 'upper') for pixel axes."""
+    if x is None or y is None:
+        return None, "upper"
+    ny, nx = shape
+    if len(x) != nx or len(y) != ny:
+        raise NowcastError(f"coordinates ({len(y)} y, {len(x)} x) do not match the field {shape}")
+    dx = (x[-1] - x[0]) / (nx - 1) if nx > 1 else 1000.0
+    dy = (y[-1] - y[0]) / (ny - 1) if ny > 1 else -1000.0
+    left, right = (x[0] - dx / 2) / 1000.0, (x[-1] + dx / 2) / 1000.0
+    if dy < 0:  # y decreases with the row: row 0 is north, draw it at the top
+        return (left, right, (y[-1] + dy / 2) / 1000.0, (y[0] - dy / 2) / 1000.0), "upper"
+    return (left, right, (y[0] - dy / 2) / 1000.0, (y[-1] + dy / 2) / 1000.0), "lower"
+
+
+def _times(da):
+    coords = getattr(da, "coords", None)
+    if coords is not None and "time" in coords:
+        t = np.asarray(coords["time"].values)
+        if np.issubdtype(t.dtype, np.datetime64):
+            return t.astype("datetime64[ns]")
+    return None
+
+
+def _hhmm(t) -> str:
+    return np.datetime64(t, "s").astype(_dt.datetime).strftime("%H:%M UTC")
+
+
+def _step_minutes(inputs, forecast) -> float:
+    for da in (forecast, inputs):
+        t = _times(da)
+        if t is not None and len(t) > 1:
+            return float((t[1] - t[0]) / np.timedelta64(1, "m"))
+    return DEFAULT_STEP_MINUTES
+
+
+def plot_frame(ax, field, x=None, y=None, title=None, colorbar: bool = False):
+    """Draw one dBZ field on ``ax`` with the radar colour scale; returns the AxesImage.
+
+    x, y: pixel-centre coordinates in metres (default: the field's own ``x``/``y`` when it is a DataArray);
+    the axes are then in km, north up.  Without coordinates the axes are in pixels.
+    """
+    data = _values(field)
+    if data.ndim != 2:
+        raise NowcastError(f"plot_frame needs a 2-D field, got shape {data.shape}")
+    xs, ys = _coord(field, "x", x), _coord(field, "y", y)
+    extent, origin = _extent_origin(xs, ys, data.shape)
+    cmap, norm = reflectivity_cmap()
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, norm=norm, origin=origin, extent=extent, interpolation="nearest")
+    if extent is None:
+        ax.set_xlabel("column (pixels)")
+        ax.set_ylabel("row (pixels)")
+    else:
+        ax.set_xlabel("x (km)")
+        ax.set_ylabel("y (km)")
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title, fontsize="medium")
+    if colorbar:
+        add_colorbar(ax.figure, im, ax=ax)
+    return im
+
+
+def _lead_indices(n: int, max_leads: int | None) -> list[int]:
+    if max_leads is None or n <= max_leads:
+        return list(range(n))
+    if max_leads <= 1:
+        return [n - 1]
+    return sorted(set(int(round(v)) for v in np.linspace(0, n - 1, max_leads)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# forecast panels and animation
+
+
+def plot_forecast_panels(
+    inputs,
+    forecast,
+    path,
+    observed=None,
+    n_inputs_shown: int = 3,
+    max_leads: int | None = 5,
+    method_name: str = "forecast",
+    dpi: float = 100,
+    panel_inches: float = 2.6,
+    overwrite: bool = True,
+) -> Figure:
+    """Grid of panels: last inputs (top row), forecasts (middle), observations at the same times (bottom).
+
+    inputs (T, y, x) and forecast (n, y, x) in dBZ, DataArrays with ``time`` coordinates (plain arrays work
+    too: lead times then assume 5-minute steps).  observed (m, y, x), optional, is matched to the forecast
+    frame by frame (same index = same valid time).  With more leads than ``max_leads`` an evenly spread
+    subset is shown, always including the first and the last lead.  One colour scale and bar for all.
+    Returns the Figure; the image is written to ``path`` (format from its suffix).
+    """
+    inp, fc = _values(inputs), _values(forecast)
+    if inp.ndim != 3 or fc.ndim != 3:
+        raise NowcastError(f"inputs and forecast must be (time, y, x), got {inp.shape} and {fc.shape}")
+    obs = None if observed is None else _values(observed)
+    leads = _lead_indices(fc.shape[0], max_leads)
+    shown_in = list(range(max(0, inp.shape[0] - n_inputs_shown), inp.shape[0]))
+    ncols = max(len(leads), len(shown_in), 1)
+    nrows = 2 + (obs is not None)
+    fig = _new_figure(ncols * panel_inches + 1.2, nrows * panel_inches + 0.5, dpi)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+
+    t_in, t_fc = _times(inputs), _times(forecast)
+    step = _step_minutes(inputs, forecast)
+    t_last = t_in[-1] if t_in is not None else None
+    if t_fc is None and t_last is not None:
+        t_fc = t_last + np.arange(1, fc.shape[0] + 1) * np.timedelta64(int(round(step * 60e9)), "ns")
+
+    def lead_minutes(i):
+        if t_fc is not None and t_last is not None:
+            return float((t_fc[i] - t_last) / np.timedelta64(1, "m"))
+        return (i + 1) * step
+
+    im = None
+    for col in range(ncols):
+        ax = axes[0, col]
+        if col < len(shown_in):
+            k = shown_in[col]
+            ago = (k - (inp.shape[0] - 1)) * step
+            if t_in is not None:
+                ago = float((t_in[k] - t_last) / np.timedelta64(1, "m"))
+            label = f"Input {_hhmm(t_in[k])}" if t_in is not None else "Input"
+            im = plot_frame(ax, _frame(inputs, k), title=f"{label} ({ago:+g} min)")
+        else:
+            ax.set_visible(False)
+    for col in range(ncols):
+        ax = axes[1, col]
+        if col < len(leads):
+            i = leads[col]
+            when = f" {_hhmm(t_fc[i])}" if t_fc is not None else ""
+            im = plot_frame(ax, _frame(forecast, i), title=f"{method_name} +{lead_minutes(i):g} min{when}")
+        else:
+            ax.set_visible(False)
+        if obs is not None:
+            ax = axes[2, col]
+            if col < len(leads) and leads[col] < obs.shape[0]:
+                i = leads[col]
+                when = f" {_hhmm(t_fc[i])}" if t_fc is not None else ""
+                plot_frame(ax, _frame(observed, i), title=f"Observed +{lead_minutes(i):g} min{when}")
+            else:
+                ax.set_visible(False)
+    for ax in axes.flat:  # keep the grid readable: labels only on the outer panels
+        if ax.get_visible():
+            ax.label_outer()
+    visible = [ax for ax in axes.flat if ax.get_visible()]
+    add_colorbar(fig, im, ax=visible, shrink=0.8)
+    start = f" from {np.datetime_as_string(t_last, unit='m').replace('T', ' ')} UTC" if t_last is not None else ""
+    fig.suptitle(f"{method_name} nowcast{start}", fontsize="large")
+    _save(fig, path, overwrite)
+    return fig
+
+
+def _frame(da, i):
+    """Frame i of a (time, y, x) DataArray or array, keeping x/y coordinates where there are some."""
+    if hasattr(da, "isel") and hasattr(da, "dims") and len(da.dims) == 3:
+        return da.isel({da.dims[0]: i})
+    return np.asarray(da)[i]
+
+
+def animate_forecast(
+    inputs,
+    forecast,
+    path,
+    fps: float = 2,
+    method_name: str = "forecast",
+    dpi: float = 80,
+    overwrite: bool = True,
+) -> Figure:
+    """GIF: the observed input frames, then the forecast frames, one frame each, titled with time and kind.
+
+    The GIF has len(inputs) + len(forecast) frames.  Returns the Figure (showing the last frame).
+    """
+    from matplotlib.animation import PillowWriter
+
+    inp, fc = _values(inputs), _values(forecast)
+    if inp.ndim != 3 or fc.ndim != 3:
+        raise NowcastError(f"inputs and forecast must be (time, y, x), got {inp.shape} and {fc.shape}")
+    path = Path(path)
+    if path.suffix.lower() != ".gif":
+        raise NowcastError("animations are written as GIF: use a .gif file name", path)
+    t_in, t_fc = _times(inputs), _times(forecast)
+    step = _step_minutes(inputs, forecast)
+    if t_fc is None and t_in is not None:
+        t_fc = t_in[-1] + np.arange(1, fc.shape[0] + 1) * np.timedelta64(int(round(step * 60e9)), "ns")
+
+    fig = _new_figure(5.2, 4.6, dpi)
+    ax = fig.add_subplot()
+    im = plot_frame(ax, _frame(inputs, 0), title="Observed +00 min 00:00 UTC")
+    add_colorbar(fig, im, ax=ax)
+    frames = [(_frame(inputs, k), "Observed", None if t_in is None else t_in[k], None) for k in range(inp.shape[0])]
+    frames += [(_frame(forecast, i), method_name, None if t_fc is None else t_fc[i], (i + 1) * step) for i in range(fc.shape[0])]
+    if t_in is not None and t_fc is not None:
+        frames = [(f, kind, t, None if lead is None else float((t - t_in[-1]) / np.timedelta64(1, "m"))) for f, kind, t, lead in frames]
+
+    fig.canvas.draw()  # lay out once with a representative title, then keep that layout for every frame
+    fig.set_layout_engine("none")
+    writer = PillowWriter(fps=fps)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        with writer.saving(fig, str(tmp), dpi):
+            for data, kind, t, lead in frames:
+                im.set_data(np.ma.masked_invalid(_values(data)))
+                parts = [kind]
+                if lead is not None:
+                    parts.append(f"+{lead:g} min")
+                if t is not None:
+                    parts.append(_hhmm(t))
+                ax.set_title("  ".join(parts), color="black" if lead is None else "#b00020")
+                writer.grab_frame()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# scores
+
+
+def _threshold_entry(table: dict, threshold):
+    """Look a threshold up in a dict keyed by strings ("30", "30.0") or numbers."""
+    t = float(threshold)
+    for key in (f"{t:g}", str(threshold), str(t), str(int(t)) if t.is_integer() else None, threshold, t):
+        if key is not None and key in table:
+            return table[key]
+    return None
+
+
+def _as_float_list(values) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def plot_score_curves(
+    result: dict,
+    path,
+    scores=("csi", "pod", "far"),
+    dpi: float = 100,
+    overwrite: bool = True,
+) -> Figure:
+    """Score against lead time: one row per score, one column per threshold, one line per method.
+
+    ``result`` is the evaluation result: ``result["results"][method][f"{score}_per_lead"]`` is either a
+    dict {threshold: [value per lead]} (categorical scores) or a plain list (e.g. MSE); None is a gap.
+    Lead minutes are (i + 1) * ``result["time_step_minutes"]`` (5 when absent).
+    """
+    methods = result.get("results") or {}
+    if not methods:
+        raise NowcastError("the result has no methods to plot")
+    step = float(result.get("time_step_minutes") or DEFAULT_STEP_MINUTES)
+    thresholds = list(result.get("thresholds_dbz") or [])
+    if not thresholds:  # fall back to whatever thresholds the first categorical score holds
+        for res in methods.values():
+            for s in scores:
+                table = res.get(f"{s}_per_lead")
+                if isinstance(table, dict):
+                    thresholds = sorted(table, key=float)
+                    break
+            if thresholds:
+                break
+    ncols = max(len(thresholds), 1)
+    rows = list(scores)
+    n_leads = 1
+    for res in methods.values():
+        for s in scores:
+            table = res.get(f"{s}_per_lead")
+            for vals in (table.values() if isinstance(table, dict) else [table] if table is not None else []):
+                n_leads = max(n_leads, len(vals or []))
+    fig = _new_figure(3.6 * ncols + 0.5, 2.8 * len(rows) + 0.6, dpi)
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    handles = {}
+    for r, score in enumerate(rows):
+        bounded = score.lower() in {"csi", "pod", "far", "ets", "ssim", "hss", "pofd", "sr"}
+        for c in range(ncols):
+            ax = axes[r, c]
+            plotted = False
+            for m, (name, res) in enumerate(methods.items()):
+                table = res.get(f"{score}_per_lead")
+                if isinstance(table, dict):
+                    if not thresholds:
+                        continue
+                    values = _threshold_entry(table, thresholds[c])
+                elif table is not None and c == 0:
+                    values = table
+                else:
+                    values = None
+                if values is None:
+                    continue
+                vals = _as_float_list(values)
+                lead = (np.arange(len(vals)) + 1) * step
+                (line,) = ax.plot(lead, vals, marker="o", markersize=3, label=name, color=f"C{m}")
+                handles.setdefault(name, line)
+                plotted = plotted or bool(np.isfinite(vals).any())
+            is_cat = any(isinstance(res.get(f"{score}_per_lead"), dict) for res in methods.values())
+            if not plotted:
+                if c > 0 and not is_cat:  # a score without thresholds needs one panel only
+                    ax.set_visible(False)
+                    continue
+                ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes, color="0.4")
+            label = score.upper()
+            if is_cat and thresholds:
+                ax.set_title(f"{label} at \u2265 {float(thresholds[c]):g} dBZ", fontsize="medium")
+            else:
+                ax.set_title(label, fontsize="medium")
+            if bounded:
+                ax.set_ylim(-0.02, 1.02)
+            ax.set_ylabel(label)
+            ax.grid(True, alpha=0.3)
+            ax.set_xlim(0.5 * step, (n_leads + 0.5) * step)
+            ax.set_xlabel("Lead time (min)")
+    if handles:
+        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center", ncols=min(len(handles), 5))
+    fig.suptitle("Verification by lead time")
+    _save(fig, path, overwrite)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# motion trend
+
+
+def _block_mean(a: np.ndarray, every: int) -> np.ndarray:
+    """Mean over every x every blocks (NaN ignored); partial edge blocks are averaged too."""
+    h, w = a.shape
+    H, W = math.ceil(h / every) * every, math.ceil(w / every) * every
+    padded = np.full((H, W), np.nan)
+    padded[:h, :w] = a
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(padded.reshape(H // every, every, W // every, every), axis=(1, 3))
+
+
+def _nice(v: float) -> float:
+    """A round number (1, 2, 2.5, 5 x 10^k) close to v."""
+    if not np.isfinite(v) or v <= 0:
+        return 1.0
+    e = math.floor(math.log10(v))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * 10**e >= v * 0.75:
+            return m * 10**e
+    return 10 ** (e + 1)
+
+
+def plot_trend(
+    field_dbz,
+    dx,
+    dy,
+    path,
+    x=None,
+    y=None,
+    every: int | None = None,
+    transient_dx=None,
+    transient_dy=None,
+    units_label: str = "pixels per step",
+    title: str | None = "Motion trend",
+    dy_along: str = "y",
+    dpi: float = 100,
+    overwrite: bool = True,
+) -> Figure:
+    """Reflectivity image with arrows of a motion field (e.g. MotionRNN's trend momentum).
+
+    dx, dy: 2-D motion components, on the field's grid or on any coarser grid covering the same domain
+    (e.g. the network's feature grid), in ``units_label`` (default pixels per step).
+      * dx is along +x: east, to the right.
+      * dy (``dy_along="y"``, the default) is along +y: north, so dy > 0 points *up* on the picture;
+        with ``dy_along="row"`` dy is along +row (south, the array/optical-flow convention) and points down.
+    Arrows are block means over ``every`` x ``every`` cells (default: about 20 arrows across).
+    With coordinates (x, y in metres, or the field's own) the axes are in km and, when the unit is pixels
+    per step, arrows and the key are converted to km per step; otherwise the axes are pixels.
+    transient_dx/dy: optional second field (same conventions) drawn in another colour with the same scale.
+    Returns the Figure; the first Quiver (gid "trend") is in ``fig.axes[0].collections``: its U/V hold
+    the plotted components (U east; V up on the image in km mode, V along +row in pixel mode).
+    """
+    if dy_along not in ("y", "row"):
+        raise NowcastError(f"dy_along must be 'y' or 'row', got {dy_along!r}")
+    data = _values(field_dbz)
+    ddx, ddy = np.asarray(dx, dtype=float), np.asarray(dy, dtype=float)
+    if data.ndim != 2 or ddx.shape != ddy.shape or ddx.ndim != 2:
+        raise NowcastError(f"plot_trend needs a 2-D field and 2-D dx, dy of one shape, got {data.shape}, {ddx.shape}, {ddy.shape}")
+    xs, ys = _coord(field_dbz, "x", x), _coord(field_dbz, "y", y)
+    km_mode = xs is not None and ys is not None
+    H, W = data.shape
+    h, w = ddx.shape
+    if every is None:
+        every = max(1, int(round(max(h, w) / 20.0)))
+    every = max(1, int(every))
+
+    fig = _new_figure(7.0, 6.2, dpi)
+    ax = fig.add_subplot()
+    im = plot_frame(ax, data, x=xs, y=ys, title=title)
+    add_colorbar(fig, im, ax=ax, shrink=0.85)
+
+    # Arrow positions: centres of the blocks, in the field's fractional pixel indices.
+    bh, bw = _block_mean(np.ones((h, w)), every).shape
+    j = (np.arange(bw) * every + (np.minimum(np.arange(bw) * every + every, w) - np.arange(bw) * every) / 2.0)
+    i = (np.arange(bh) * every + (np.minimum(np.arange(bh) * every + every, h) - np.arange(bh) * every) / 2.0)
+    col = j * (W / w) - 0.5
+    row = i * (H / h) - 0.5
+    cc, rr = np.meshgrid(col, row)
+
+    # Components in plot space.  "Up" is +y in km mode (extent puts larger y on top); in pixel mode the
+    # axis is the row, which increases downwards.
+    def to_plot(u, v):
+        u, v = _block_mean(u, every), _block_mean(v, every)
+        north_up = v if dy_along == "y" else -v  # v along +y (north)
+        if km_mode:
+            px_x = abs(xs[1] - xs[0]) / 1000.0 if len(xs) > 1 else 1.0
+            px_y = abs(ys[1] - ys[0]) / 1000.0 if len(ys) > 1 else 1.0
+            if units_label == "pixels per step":
+                return u * px_x, north_up * px_y
+            return u, north_up
+        return u, -north_up  # rows increase southwards
+
+    if km_mode:
+        extent, _ = _extent_origin(xs, ys, data.shape)
+        left, right, bottom, top = extent
+        px = (xs[0] + (cc.ravel()) * ((xs[-1] - xs[0]) / max(W - 1, 1))) / 1000.0
+        py = (ys[0] + (rr.ravel()) * ((ys[-1] - ys[0]) / max(H - 1, 1))) / 1000.0
+        spacing = every * (W / w) * abs(right - left) / W
+        key_units = "km per step" if units_label == "pixels per step" else units_label
+    else:
+        px, py = cc.ravel(), rr.ravel()
+        spacing = every * (W / w)
+        key_units = units_label
+
+    U, V = to_plot(ddx, ddy)
+    fields = [(U, V, TREND_COLOR, "trend")]
+    if transient_dx is not None and transient_dy is not None:
+        tU, tV = to_plot(np.asarray(transient_dx, float), np.asarray(transient_dy, float))
+        fields.append((tU, tV, TRANSIENT_COLOR, "transient"))
+
+    # One scale for all arrows: the longest typical arrow is drawn about one arrow spacing long.
+    speeds = np.concatenate([np.hypot(a, b).ravel() for a, b, _, _ in fields])
+    speeds = speeds[np.isfinite(speeds)]
+    typical = float(np.percentile(speeds, 95)) if speeds.size else 0.0
+    if typical <= 0:
+        typical = 1.0
+    scale = typical / (0.9 * spacing)  # data units of motion per data unit of length
+    first = None
+    for u, v, color, gid in fields:
+        q = ax.quiver(
+            px, py, u.ravel(), v.ravel(),
+            color=color, angles="xy", scale_units="xy", scale=scale,
+            width=0.004, headwidth=3.5, headlength=4, pivot="middle",
+        )
+        q.set_gid(gid)
+        first = first or q
+    key_len = _nice(typical)
+    ax.quiverkey(first, 0.80, 1.02, key_len, f"{key_len:g} {key_units}", labelpos="E", coordinates="axes", color=TREND_COLOR)
+    if len(fields) > 1:
+        ax.text(0.0, 1.02, "trend", color=TREND_COLOR, transform=ax.transAxes, ha="left", va="bottom", fontsize="small")
+        ax.text(0.12, 1.02, "transient", color=TRANSIENT_COLOR, transform=ax.transAxes, ha="left", va="bottom", fontsize="small")
+    _save(fig, path, overwrite)
+    return fig
