@@ -12,14 +12,12 @@ The sampler owns its numpy Generator, so the sample stream is a function of the 
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import NowcastError
-from .units import DBZ_FLOOR, apply_floor, dbz_to_unit
+from .units import apply_floor, dbz_to_unit
 
 try:  # the sampler itself needs no torch; the Dataset wrapper does
     from torch.utils.data import IterableDataset as _IterableDataset
@@ -232,6 +230,9 @@ class WindowSampler:
 
     def _candidates(self, pool: int, stride: int, size: int):
         """Sequences of the pool that hold a window at this stride and crop size, weighted by their windows."""
+        key = ("candidates", pool, stride, size)
+        if key in self._starts_cache:
+            return self._starts_cache[key]
         idx, weights = [], []
         for i, s in enumerate(self.pools[pool]):
             _, h, w = s.frames.shape
@@ -239,7 +240,8 @@ class WindowSampler:
             if n and h >= size and w >= size:
                 idx.append(i)
                 weights.append(n)
-        return idx, np.asarray(weights, dtype=np.float64)
+        self._starts_cache[key] = idx, np.asarray(weights, dtype=np.float64)
+        return self._starts_cache[key]
 
     def _check_fits(self) -> None:
         c = self.config
