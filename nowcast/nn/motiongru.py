@@ -21,8 +21,25 @@ TAPS = NEIGHBOUR * NEIGHBOUR
 OFFSET_CHANNELS = 2 * TAPS
 
 
+_GRID_CACHE: dict = {}
+
+
 def _base_grid(h: int, w: int, dtype, device):
     """Normalised (align_corners=False) sampling positions of the 9 taps with zero offset: (9, h, w) each."""
+    key = (h, w, dtype, str(device))
+    hit = _GRID_CACHE.get(key)
+    if hit is not None:
+        return hit
+    # constants computed once per grid size; normal tensors even when first made under inference_mode
+    with torch.inference_mode(False), torch.no_grad():
+        grids = _make_base_grid(h, w, dtype, device)
+    if len(_GRID_CACHE) > 64:
+        _GRID_CACHE.clear()
+    _GRID_CACHE[key] = grids
+    return grids
+
+
+def _make_base_grid(h, w, dtype, device):
     k = torch.arange(TAPS, device=device)
     ky = (k // NEIGHBOUR - NEIGHBOUR // 2).to(dtype).view(TAPS, 1, 1)
     kx = (k % NEIGHBOUR - NEIGHBOUR // 2).to(dtype).view(TAPS, 1, 1)
@@ -42,13 +59,13 @@ def deform_warp(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weigh
     """
     B, C, h, w = x.shape
     gy0, gx0 = _base_grid(h, w, x.dtype, x.device)
-    off = offset.view(B, TAPS, 2, h, w)
+    off = offset.reshape(B, TAPS, 2, h, w)
     gy = gy0 + off[:, :, 0] * (2.0 / h)
     gx = gx0 + off[:, :, 1] * (2.0 / w)
     # one grid_sample for all taps: stack them along the output height instead of repeating x in the batch
-    grid = torch.stack([gx, gy], dim=-1).view(B, TAPS * h, w, 2)
+    grid = torch.stack([gx, gy], dim=-1).reshape(B, TAPS * h, w, 2)
     sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    sampled = sampled.view(B, C, TAPS, h, w) * mask.view(B, 1, TAPS, h, w)
+    sampled = sampled.reshape(B, C, TAPS, h, w) * mask.reshape(B, 1, TAPS, h, w)
     # combining the taps with the 3x3 kernel is a 1x1 conv over the C*9 (channel-major, tap-minor) channels
     return F.conv2d(sampled.reshape(B, C * TAPS, h, w), weight.reshape(weight.shape[0], C * TAPS, 1, 1))
 

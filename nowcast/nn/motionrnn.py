@@ -63,6 +63,16 @@ class MotionRNN(nn.Module):
         self.highway_in = nn.Conv2d(cin, hs[0], 1, bias=False) if cfg.highway else None
         self.conv_out = nn.Conv2d(hs[-1], cin, 1, bias=False)
         self._uses_memory = block_cls.uses_memory
+        self.channels_last = False
+
+    def use_channels_last(self, enabled: bool = True) -> "MotionRNN":
+        """Keep weights and activations in NHWC, which oneDNN's CPU convolutions prefer (a speed switch only)."""
+        fmt = torch.channels_last if enabled else torch.contiguous_format
+        for mod in self.modules():
+            if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+                mod.weight.data = mod.weight.data.contiguous(memory_format=fmt)
+        self.channels_last = bool(enabled)
+        return self
 
     # -- helpers -------------------------------------------------------------------------------------
     def _to_5d(self, x: torch.Tensor, what: str) -> torch.Tensor:
@@ -86,6 +96,9 @@ class MotionRNN(nn.Module):
         x = self._pad(x5.reshape(B * T, *x5.shape[2:]))
         x = _patchify(x, self.config.patch_size)
         return x.reshape(B, T, *x.shape[1:])
+
+    def _fmt(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # -- forward -------------------------------------------------------------------------------------
     def forward(self, frames, n_out=None, truth=None, sampling_mask=None, return_motion: bool = False):
@@ -111,7 +124,7 @@ class MotionRNN(nn.Module):
         hs = cfg.hidden_list
         L = cfg.num_layers
         hp, wp = patches.shape[-2:]
-        zeros = lambda c, h, w: patches.new_zeros(B, c, h, w)  # noqa: E731
+        zeros = lambda c, h, w: self._fmt(patches.new_zeros(B, c, h, w))  # noqa: E731
         h = [zeros(hs[l], hp, wp) for l in range(L)]
         c = [zeros(hs[l], hp, wp) for l in range(L)]
         m = zeros(hs[0], hp, wp) if self._uses_memory else None
@@ -125,10 +138,10 @@ class MotionRNN(nn.Module):
         pred = None
         for t in range(T + n_out - 1):
             if t < T:
-                inp = patches[:, t]
+                inp = self._fmt(patches[:, t])
             elif truth_p is not None and sampling_mask is not None:
                 mk = sampling_mask[:, t - T].view(B, 1, 1, 1)
-                inp = mk * truth_p[:, t - T] + (1 - mk) * pred
+                inp = mk * self._fmt(truth_p[:, t - T]) + (1 - mk) * pred
             else:
                 inp = pred
             highway = self.highway_in(inp) if self.highway_in is not None else None

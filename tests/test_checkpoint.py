@@ -1,0 +1,152 @@
+"""Checkpoint tests: round trip, refusal of non-checkpoints (pickle bombs included), mismatches, SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import nowcast
+from nowcast.checkpoint import (
+    DEFAULT_MODEL_NAME,
+    default_model_path,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from nowcast.errors import NowcastError
+from nowcast.nn import ModelConfig, build_model
+
+TINY = dict(num_layers=2, hidden=8, kernel_size=3, patch_size=2, input_frames=3, output_frames=4)
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig(**TINY)
+    model = build_model(cfg)
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(path, model, cfg, {"training_data": {"files": ["a.nc"], "sequences": 3}})
+    return path, model, cfg
+
+
+def test_round_trip_bit_identical(tiny_ckpt):
+    path, model, cfg = tiny_ckpt
+    loaded, info = load_model(path)
+    assert info["name"] == "tiny" and info["config"] == cfg
+    assert info["meta"]["normalisation"] == "dbz clip [-10,70] -> [0,1]"
+    assert info["meta"]["nowcast_version"] == nowcast.__version__
+    assert info["meta"]["training_data"]["sequences"] == 3
+    assert info["meta"]["input_frames"] == 3
+    x = torch.rand(2, 3, 19, 23)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x, 4), loaded(x, 4))
+    assert not loaded.training
+
+
+def test_no_temp_files_left(tiny_ckpt):
+    path = tiny_ckpt[0]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.safetensors"]
+
+
+def test_pickle_bomb_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "PWNED"
+
+    class Bomb:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    for name in ("bomb.safetensors", "bomb.pt"):
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps(Bomb()))
+        with pytest.raises(NowcastError, match=name):
+            load_model(path)
+    assert not marker.exists()
+
+
+def test_torch_save_zip_file_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(build_model(ModelConfig(**TINY)).state_dict(), path)
+    with pytest.raises(NowcastError, match="model.pt"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"abc", b"hello world, not a model\n" * 3])
+def test_non_checkpoints_refused(tmp_path, content):
+    path = tmp_path / "junk.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(NowcastError, match="junk.safetensors"):
+        load_model(path)
+
+
+def test_truncated_file_refused(tiny_ckpt, tmp_path):
+    data = tiny_ckpt[0].read_bytes()
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(NowcastError, match="cut.safetensors"):
+        load_model(path)
+
+
+def test_missing_file_and_unknown_name(tmp_path, monkeypatch):
+    with pytest.raises(NowcastError, match="not found"):
+        load_model(tmp_path / "nothere.safetensors")
+    monkeypatch.setenv("NOWCAST_MODELS_DIR", str(tmp_path))
+    with pytest.raises(NowcastError, match="no model named"):
+        load_model("nothere")
+
+
+def test_plain_safetensors_without_config_refused(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(NowcastError, match="not a nowcast model"):
+        load_model(path)
+
+
+def _rewrite(path, out, tensors=None, config=None):
+    tensors_, cfg, meta = read_checkpoint(path)
+    tensors = tensors_ if tensors is None else tensors(tensors_)
+    header = {
+        "nowcast.format": "nowcast-model/1",
+        "nowcast.config": json.dumps(cfg.to_dict() if config is None else config),
+        "nowcast.meta": json.dumps(meta),
+    }
+    save_file(tensors, str(out), metadata=header)
+    return out
+
+
+def test_config_weight_mismatch_refused(tiny_ckpt, tmp_path):
+    path, _, cfg = tiny_ckpt
+    bigger = _rewrite(path, tmp_path / "hid.safetensors", config={**cfg.to_dict(), "hidden": 16})
+    with pytest.raises(NowcastError, match="hid.safetensors.*shape"):
+        load_model(bigger)
+    nomotion = _rewrite(path, tmp_path / "nomo.safetensors", config={**cfg.to_dict(), "motion": False})
+    with pytest.raises(NowcastError, match="unexpected weights"):
+        load_model(nomotion)
+    dropped = _rewrite(path, tmp_path / "drop.safetensors", tensors=lambda t: {k: v for k, v in t.items() if "conv_out" not in k})
+    with pytest.raises(NowcastError, match="missing weights conv_out"):
+        load_model(dropped)
+    unknown = _rewrite(path, tmp_path / "unk.safetensors", config={**cfg.to_dict(), "dropout": 0.5})
+    with pytest.raises(NowcastError, match="unk.safetensors.*unknown key"):
+        load_model(unknown)
+
+
+def test_named_models_and_sha256(tiny_ckpt, tmp_path, monkeypatch):
+    path = tiny_ckpt[0]
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("NOWCAST_MODELS_DIR", str(models))
+    assert default_model_path() is None
+    target = models / f"{DEFAULT_MODEL_NAME}.safetensors"
+    target.write_bytes(path.read_bytes())
+    assert default_model_path() == target
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    (models / "SHA256SUMS").write_text(f"{digest}  {target.name}\n")
+    _, info = load_model(DEFAULT_MODEL_NAME)
+    assert info["sha256"] == digest and info["name"] == DEFAULT_MODEL_NAME
+    (models / "SHA256SUMS").write_text(f"{'0' * 64}  {target.name}\n")
+    with pytest.raises(NowcastError, match="SHA-256 mismatch"):
+        load_model(DEFAULT_MODEL_NAME)
