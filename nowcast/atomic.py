@@ -34,7 +34,8 @@ def atomic_output(path, overwrite: bool = True):
     """
     path = check_output_path(path, overwrite=overwrite)
     parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{path.suffix}", dir=parent)
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".part{path.suffix}", dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp makes the file private (0600); give the result the usual permissions.
@@ -47,6 +48,35 @@ def atomic_output(path, overwrite: bool = True):
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete temporaries left beside `path` by writers that were killed (their process is gone).
+
+    A killed process cannot clean up after itself; its temporary keeps the writer's pid in its name,
+    so the next writer of the same file can tell a dead writer's leftovers from a live one's.
+    """
+    parent = path.parent if str(path.parent) else Path(".")
+    prefix = f".{path.name}."
+    for leftover in parent.glob(f"{glob_escape(prefix)}*.part*"):
+        pid_text = leftover.name[len(prefix):].split(".", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write_bytes(path, data: bytes, overwrite: bool = True) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -29,11 +30,16 @@ SUFFIX = ".safetensors"
 
 
 def models_dir() -> Path:
-    """Folder of named models: $NOWCAST_MODELS_DIR, else <repo>/models."""
+    """Folder of named models: $NOWCAST_MODELS_DIR, else <repo>/models in a source checkout, else the
+    copy that `pip install` puts in <prefix>/share/nowcast/models."""
     env = os.environ.get("NOWCAST_MODELS_DIR")
     if env:
         return Path(env)
-    return Path(nowcast.__file__).resolve().parent.parent / "models"
+    source = Path(nowcast.__file__).resolve().parent.parent / "models"
+    if (source / "SHA256SUMS").is_file():
+        return source
+    installed = Path(sys.prefix) / "share" / "nowcast" / "models"
+    return installed if installed.is_dir() else source
 
 
 def default_model_path() -> Path | None:
