@@ -41,9 +41,10 @@ def atomic_output(path, overwrite: bool = True):
     # mkstemp makes the file private (0600); give the result the usual permissions.
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
+        # Writers such as safetensors recreate the file privately; give the result the usual mode.
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -156,9 +156,11 @@ class MotionRNN(nn.Module):
                     ft_step.append(ft)
                 else:
                     below = h[l]
-            pred = self.conv_out(h[-1])
+            raw = self.conv_out(h[-1])
             if t >= T - 1:
-                outputs.append(pred)
+                outputs.append(raw)
+            # Fed back within the physical range: an unclamped frame lets rollouts drift without bound.
+            pred = raw.clamp(0.0, 1.0)
             if record is not None:
                 empty = patches.new_zeros(B, 0, OFFSET_CHANNELS, he, we)
                 record["trend"].append(torch.stack(d, 1) if n_gru else empty)

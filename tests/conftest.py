@@ -1,0 +1,14 @@
+"""Test-wide settings."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch  # noqa: E402
+
+# The tests use tiny models: one thread is faster than two fighting over small tensors,
+# and it keeps the suite quick on a 2-core machine that is doing other work.
+torch.set_num_threads(1)
