@@ -314,7 +314,13 @@ def plot_score_curves(
     methods = result.get("results") or {}
     if not methods:
         raise NowcastError("the result has no methods to plot")
-    step = float(result.get("time_step_minutes") or DEFAULT_STEP_MINUTES)
+    raw_step = result.get("time_step_minutes") or DEFAULT_STEP_MINUTES
+    if isinstance(raw_step, (list, tuple)):
+        # sequences with different time steps were pooled: lead minutes differ, so count frames
+        steps = {float(s) for s in raw_step}
+        step, lead_unit = (steps.pop(), "min") if len(steps) == 1 else (1.0, "frames")
+    else:
+        step, lead_unit = float(raw_step), "min"
     thresholds = list(result.get("thresholds_dbz") or [])
     if not thresholds:  # fall back to whatever thresholds the first categorical score holds
         for res in methods.values():
@@ -374,7 +380,7 @@ def plot_score_curves(
             ax.set_ylabel(label)
             ax.grid(True, alpha=0.3)
             ax.set_xlim(0.5 * step, (n_leads + 0.5) * step)
-            ax.set_xlabel("Lead time (min)")
+            ax.set_xlabel(f"Lead time ({lead_unit})")
     if handles:
         fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center", ncols=min(len(handles), 5))
     fig.suptitle("Verification by lead time")

@@ -160,3 +160,12 @@ def test_outputs_are_checked(tmp_path, seq):
     plots.plot_forecast_panels(seq[:3], seq[3:5], path)
     with pytest.raises(NowcastError):
         plots.plot_forecast_panels(seq[:3], seq[3:5], path, overwrite=False)
+
+
+def test_score_curves_with_mixed_time_steps(tmp_path):
+    # sequences of 5- and 10-minute data pooled together: the x axis counts frames instead of minutes
+    result = {"thresholds_dbz": [30], "time_step_minutes": [5.0, 10.0],
+              "results": {"persistence": {"csi_per_lead": {"30": [0.5, 0.4, 0.3]}}}}
+    fig = plots.plot_score_curves(result, tmp_path / "mixed.png")
+    assert (tmp_path / "mixed.png").stat().st_size > 1000
+    assert fig.axes[0].get_xlabel() == "Lead time (frames)"
