@@ -76,24 +76,24 @@ def _open(paths, variable, units, scale, offset, select, reduce):
                       offset=offset, select=_parse_select(select), reduce=reduce)
 
 
-def _load_method(method: Optional[str], model: Optional[str], device: str):
-    """The forecast method object: a trained model, or a built-in baseline by name."""
+def _load_method(method: Optional[str], model: Optional[str], device: str, precision: str = "fp32"):
+    """The forecast method object: a trained model, or a built-in baseline by name.
+
+    No method and no model: the shipped model when there is one, else extrapolation.
+    """
     from .methods import get_method
 
-    if model is not None or method == "model":
-        from .forecast import ModelForecaster
-        from .checkpoint import DEFAULT_MODEL_NAME
-
-        return ModelForecaster.from_checkpoint(model or DEFAULT_MODEL_NAME, device=device)
-    if method is None:
-        from .checkpoint import default_model_path
+    if method is None and model is None:
+        from .checkpoint import default_model_path  # imports torch: only when a model may be used
 
         if default_model_path() is not None:
-            from .forecast import ModelForecaster
+            model = str(default_model_path())
+    if model is not None or method == "model":
+        from .checkpoint import DEFAULT_MODEL_NAME
+        from .forecast import ModelForecaster
 
-            return ModelForecaster.from_checkpoint(str(default_model_path()), device=device)
-        method = "extrapolation"
-    return get_method(method)
+        return ModelForecaster.from_checkpoint(model or DEFAULT_MODEL_NAME, device=device, precision=precision)
+    return get_method(method or "extrapolation")
 
 
 # Options shared by every command that reads radar files.
@@ -104,6 +104,7 @@ OFFSET = typer.Option(None, "--offset", help="8-bit pixels: the OFFSET above (de
 SELECT = typer.Option(None, "--select", help="Pick one index of an extra dimension, e.g. elevation=0.")
 REDUCE = typer.Option(None, "--reduce", help="Combine an extra dimension: max or mean.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
+PRECISION = typer.Option("fp32", "--precision", help="Model arithmetic: fp32, or bf16 (faster where supported).")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace output files that exist already.")
 
 
@@ -125,7 +126,7 @@ def predict(
     truth: Optional[List[Path]] = typer.Option(None, "--truth", help="Observations to draw beside the forecast."),
     variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
     offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
-    device: str = DEVICE, overwrite: bool = OVERWRITE,
+    device: str = DEVICE, precision: str = PRECISION, overwrite: bool = OVERWRITE,
 ):
     """Forecast the next frames of radar reflectivity from the last observed ones."""
     from .atomic import check_output_path
@@ -135,7 +136,9 @@ def predict(
     for target in [output] + [p for p in (plot, animate) if p is not None]:
         check_output_path(target, overwrite=overwrite)
     seq = _open(inputs, variable, units, scale, offset, select, reduce)
-    fc_method = _load_method(method, model, device)
+    if precision not in ("fp32", "bf16"):
+        raise NowcastError(f"--precision {precision!r}: choose fp32 or bf16")
+    fc_method = _load_method(method, model, device, precision)
     label = inputs[0] if len(inputs) == 1 else f"{inputs[0]} (+{len(inputs) - 1} more)"
     past = last_regular_frames(seq, max(fc_method.input_frames, 2), label)
     with err.status(f"forecasting {leads} frames with {fc_method.name} ..."):
