@@ -79,21 +79,34 @@ def _open(paths, variable, units, scale, offset, select, reduce):
 def _load_method(method: Optional[str], model: Optional[str], device: str, precision: str = "fp32"):
     """The forecast method object: a trained model, or a built-in baseline by name.
 
-    No method and no model: the shipped model when there is one, else extrapolation.
+    No method and no model: see `_default_method`.
     """
     from .methods import get_method
 
     if method is None and model is None:
-        from .checkpoint import default_model_path  # imports torch: only when a model may be used
-
-        if default_model_path() is not None:
-            model = str(default_model_path())
+        method = _default_method()
     if model is not None or method == "model":
         from .checkpoint import DEFAULT_MODEL_NAME
         from .forecast import ModelForecaster
 
         return ModelForecaster.from_checkpoint(model or DEFAULT_MODEL_NAME, device=device, precision=precision)
     return get_method(method or "extrapolation")
+
+
+def _default_method() -> str:
+    """The shipped model once its card says it beats the baselines, else extrapolation (else persistence)."""
+    from .checkpoint import default_model_path, read_checkpoint  # imports torch
+
+    path = default_model_path()
+    if path is not None and read_checkpoint(path)[2].get("default_method", True):
+        return "model"
+    import importlib.util
+
+    if importlib.util.find_spec("pysteps") is None or importlib.util.find_spec("cv2") is None:
+        err.print("[yellow]note:[/] pysteps is not installed, so the forecast is persistence; "
+                  "pip install 'nowcast[pysteps]' for optical-flow extrapolation")
+        return "persistence"
+    return "extrapolation"
 
 
 # Options shared by every command that reads radar files.

@@ -200,7 +200,7 @@ def plot_forecast_panels(
         if col < len(leads):
             i = leads[col]
             when = f" {_hhmm(t_fc[i])}" if t_fc is not None else ""
-            im = plot_frame(ax, _frame(forecast, i), title=f"{method_name} +{lead_minutes(i):g} min{when}")
+            im = plot_frame(ax, _frame(forecast, i), title=f"Forecast +{lead_minutes(i):g} min{when}")
         else:
             ax.set_visible(False)
         if obs is not None:
