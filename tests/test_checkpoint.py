@@ -150,3 +150,16 @@ def test_named_models_and_sha256(tiny_ckpt, tmp_path, monkeypatch):
     (models / "SHA256SUMS").write_text(f"{'0' * 64}  {target.name}\n")
     with pytest.raises(NowcastError, match="SHA-256 mismatch"):
         load_model(DEFAULT_MODEL_NAME)
+
+
+def test_shipped_models_load_and_match_their_recorded_sha256():
+    from nowcast.checkpoint import models_dir
+
+    sums = models_dir() / "SHA256SUMS"
+    assert sums.is_file()
+    names = [line.split()[1] for line in sums.read_text().splitlines() if line.strip()]
+    assert "motionrnn-predrnn-radar.safetensors" in names
+    for name in names:
+        model, info = load_model(name.removesuffix(".safetensors"))
+        assert info["sha256"] == hashlib.sha256((models_dir() / name).read_bytes()).hexdigest()
+        assert (models_dir() / name).stat().st_size < 5_000_000
