@@ -265,6 +265,12 @@ def sample_data(
     out.print(f"wrote {output}: {frames} frames of {size}x{size} synthetic reflectivity (seed {seed})")
 
 
+def _resolve_model(name_or_path: str):
+    from .checkpoint import resolve_model_path
+
+    return resolve_model_path(name_or_path)
+
+
 def _int_list(text: str, option: str) -> tuple:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -311,6 +317,8 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     amp: str = typer.Option("auto", "--amp", help="Mixed precision on GPU: auto, bf16, fp16 or off."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
+    init_from: Optional[str] = typer.Option(None, "--init-from",
+                                            help="Start from these weights (a model name or file, same architecture)."),
     variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
     offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
     device: str = DEVICE, overwrite: bool = OVERWRITE,
@@ -331,6 +339,7 @@ def train(
         batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup=warmup, balanced_loss=balanced_loss,
         sampling_iterations=sampling_iterations, seed=seed, device=device, amp=amp, val_every=val_every,
         val_stride=val_stride, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
+        init_from=None if init_from is None else str(_resolve_model(init_from)),
     )
     summary = run_training(config, progress="rich")
     best = summary.get("best") or {}

@@ -112,6 +112,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     resume: bool = False
+    init_from: str | None = None  # start a fresh run from these weights (a checkpoint of the same architecture)
     overwrite: bool = False  # allow starting afresh in a folder that holds a run
 
     def settings(self) -> dict:
@@ -607,6 +608,16 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
 
     iteration, elapsed_before, changed_settings = 0, 0.0, []
     best = {"iteration": None, "metric": config.best_metric, "value": None, "scores": None}
+    if config.init_from and state is None:
+        from .checkpoint import read_checkpoint
+
+        tensors, init_config, _ = read_checkpoint(config.init_from)
+        if init_config.to_dict() != model_config.to_dict():
+            raise NowcastError(
+                f"--init-from has another architecture ({init_config.to_dict()}); give the same "
+                "--backbone/--layers/--hidden/--kernel/--patch", config.init_from
+            )
+        model.load_state_dict(tensors)
     if state is not None:
         if state["model_config"] != model_config.to_dict():
             raise NowcastError(

@@ -358,3 +358,18 @@ def test_mixed_precision_on_gpu(tmp_path, amp):
     check_loadable(Path(s["paths"]["last"]))
     if amp == "fp16":
         assert load_train_state(Path(s["paths"]["state"]))["scaler"]
+
+
+def test_init_from_starts_with_the_given_weights(tmp_path):
+    from nowcast.checkpoint import read_checkpoint
+
+    seqs = [("syn", synthetic_seq())]
+    first = train(tiny(tmp_path, "first", iterations=2, sequences=seqs))
+    source = first["paths"]["last"]
+    # a vanishing lr: Adam steps of ~1e-30 are below float32 resolution, so the run ends on the source weights
+    second = train(tiny(tmp_path, "second", iterations=1, lr=1e-30, warmup=0, init_from=str(source), sequences=seqs))
+    a, _, _ = read_checkpoint(source)
+    b, _, _ = read_checkpoint(second["paths"]["last"])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(NowcastError, match="another architecture"):
+        train(tiny(tmp_path, "third", iterations=1, hidden=16, init_from=str(source), sequences=seqs))
