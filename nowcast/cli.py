@@ -283,7 +283,7 @@ def _int_list(text: str, option: str) -> tuple:
 
 @app.command(epilog="Examples:\n\n  nowcast train archive/*.nc --val held_out.nc --out runs/my-model --iterations 20000\n\n"
                     "  nowcast train archive/*.nc --val held_out.nc --out runs/my-model --resume\n\n"
-                    "  torchrun --nproc_per_node 4 -m nowcast train ... (one process per GPU)")
+                    "One process, one device (CPU or one GPU); multi-GPU training is not available yet.")
 def train(
     data: List[Path] = typer.Argument(..., help="Training radar files; each file (or quoted glob) is one sequence."),
     out_dir: Path = typer.Option(..., "--out", help="Folder for checkpoints and logs."),
