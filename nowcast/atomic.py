@@ -6,6 +6,7 @@ A reader (or a crash) never sees half a file: either the old file, or the comple
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -59,15 +60,11 @@ def _remove_stale_temporaries(path: Path) -> None:
     """
     parent = path.parent if str(path.parent) else Path(".")
     prefix = f".{path.name}."
-    for leftover in parent.glob(f"{glob_escape(prefix)}*.part*"):
+    for leftover in parent.glob(f"{glob.escape(prefix)}*.part*"):
         pid_text = leftover.name[len(prefix):].split(".", 1)[0]
         if pid_text.isdigit() and not _process_alive(int(pid_text)):
             with contextlib.suppress(OSError):
                 leftover.unlink()
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _process_alive(pid: int) -> bool:

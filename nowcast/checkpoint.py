@@ -116,8 +116,12 @@ def _recorded_sha256(path: Path) -> str | None:
     return None
 
 
-def read_checkpoint(path) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:
-    """Tensors, config and meta of a checkpoint file; NowcastError if it is not a nowcast checkpoint."""
+def read_checkpoint(path, tensors: bool = True) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:
+    """Tensors, config and meta of a checkpoint file; NowcastError if it is not a nowcast checkpoint.
+
+    tensors=False reads the header only (the returned tensor dict is empty).
+    """
+    want_tensors = tensors
     from safetensors import safe_open
 
     path = Path(path)
@@ -128,7 +132,7 @@ def read_checkpoint(path) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             header = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()} if want_tensors else {}
     except Exception as exc:  # safetensors raises its own error types, and OSError/ValueError
         raise NowcastError(f"not a readable safetensors model checkpoint ({exc})", path) from None
     if header.get("nowcast.format") != FORMAT or "nowcast.config" not in header:

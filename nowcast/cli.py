@@ -98,7 +98,7 @@ def _default_method() -> str:
     from .checkpoint import default_model_path, read_checkpoint  # imports torch
 
     path = default_model_path()
-    if path is not None and read_checkpoint(path)[2].get("default_method", True):
+    if path is not None and read_checkpoint(path, tensors=False)[2].get("default_method", True):
         return "model"
     import importlib.util
 
@@ -265,12 +265,6 @@ def sample_data(
     out.print(f"wrote {output}: {frames} frames of {size}x{size} synthetic reflectivity (seed {seed})")
 
 
-def _resolve_model(name_or_path: str):
-    from .checkpoint import resolve_model_path
-
-    return resolve_model_path(name_or_path)
-
-
 def _int_list(text: str, option: str) -> tuple:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -324,6 +318,7 @@ def train(
     device: str = DEVICE, overwrite: bool = OVERWRITE,
 ):
     """Train MotionRNN (or plain PredRNN / ConvLSTM) on your radar archive; resumable."""
+    from .checkpoint import resolve_model_path
     from .train import TrainConfig, train as run_training
 
     if not out_dir.parent.exists():
@@ -339,7 +334,7 @@ def train(
         batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup=warmup, balanced_loss=balanced_loss,
         sampling_iterations=sampling_iterations, seed=seed, device=device, amp=amp, val_every=val_every,
         val_stride=val_stride, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
-        init_from=None if init_from is None else str(_resolve_model(init_from)),
+        init_from=None if init_from is None else str(resolve_model_path(init_from)),
     )
     summary = run_training(config, progress="rich")
     best = summary.get("best") or {}

@@ -57,8 +57,8 @@ class SeqData:
 def time_segments(times) -> np.ndarray:
     """Number the runs of regularly spaced times; a new run starts after any step != the regular one.
 
-    The regular step is the smallest positive step (a sequence joined from files with a gap has larger
-    steps at the joins). ``times=None`` or a single frame means one run.
+    The regular step is `nowcast.radar.regular_step` for dates (the rule open_radar uses), the smallest
+    positive step for plain numbers. ``times=None`` or a single frame means one run.
     """
     if times is None:
         return None
@@ -66,7 +66,10 @@ def time_segments(times) -> np.ndarray:
     if t.size < 2:
         return np.zeros(t.size, dtype=np.int64)
     if np.issubdtype(t.dtype, np.datetime64):
-        d = np.diff(t).astype("timedelta64[ns]").astype(np.int64).astype(np.float64)
+        from .radar import regular_step
+
+        breaks = np.diff(t.astype("datetime64[ns]")) != regular_step(t)
+        return np.concatenate([[0], np.cumsum(breaks)]).astype(np.int64)
     else:
         d = np.diff(t.astype(np.float64))
     pos = d[d > 0]

@@ -234,7 +234,7 @@ def _read_frames(path: Path, variable: str | None, select: dict | None, reduce: 
     # Keep only the coordinates on our three dims; scalar leftovers confuse concatenation.
     keep = {c for c in da.coords if set(da[c].dims) <= {"time", y_dim, x_dim} and da[c].ndim > 0}
     da = da.reset_coords([c for c in da.coords if c not in keep], drop=True)
-    da = da.load().astype(np.float64)
+    da = da.load().astype(np.float32)
     frames = _Frames(path, da, raw_integer, grid_mapping.load() if grid_mapping is not None else None,
                      _accumulation_seconds(ds))
     ds.close()
@@ -246,7 +246,8 @@ def _read_frames(path: Path, variable: str | None, select: dict | None, reduce: 
 
 def regular_step(times: np.ndarray) -> np.timedelta64 | None:
     """The sequence's regular step: the most common difference between consecutive frames."""
-    if len(times) < 2:
+    times = np.asarray(times)
+    if times.size < 2:
         return None
     diffs = np.diff(times.astype("datetime64[ns]")).astype(np.int64)
     values, counts = np.unique(diffs, return_counts=True)
@@ -440,7 +441,7 @@ def _to_dbz(values, rule, frames, step, scale, offset, zr_a, zr_b, label, notes)
         rate = np.where(negative, 0.0, rate)
     text = f"{desc}; Z = {zr_a:g} R^{zr_b:g} (Marshall-Palmer)" if (zr_a, zr_b) == (U.MP_A, U.MP_B) \
         else f"{desc}; Z = {zr_a:g} R^{zr_b:g}"
-    return U.rainrate_to_dbz(rate, a=zr_a, b=zr_b).astype(np.float64), text
+    return U.rainrate_to_dbz(rate, a=zr_a, b=zr_b), text
 
 
 def time_step(seq: xr.DataArray) -> np.timedelta64:

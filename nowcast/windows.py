@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import NowcastError
+from .radar import regular_step  # noqa: F401  (one rule for the regular step, shared with open_radar)
 
 
 def _times(seq) -> np.ndarray:
@@ -23,15 +24,6 @@ def _times(seq) -> np.ndarray:
     if not np.issubdtype(times.dtype, np.datetime64):
         raise NowcastError(f"the 'time' coordinate must hold datetimes, got {times.dtype}")
     return times
-
-
-def regular_step(times) -> np.timedelta64 | None:
-    """The sequence's regular time step (median difference); None with fewer than two frames."""
-    times = np.asarray(times)
-    if times.size < 2:
-        return None
-    diffs = np.diff(times).astype("timedelta64[ns]")
-    return np.sort(diffs)[(diffs.size - 1) // 2]  # a lower median is always one of the real steps
 
 
 @dataclass

@@ -31,15 +31,6 @@ from nowcast.train import (
 RADAR = Path(__file__).resolve().parents[2] / "shared" / "radar" / "mch_rainrate_1.nc"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models run fastest on one thread, and the runs compared bit for bit need identical kernels
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------------------------------
 # pure pieces, by hand
 

@@ -29,15 +29,6 @@ TINY = dict(num_layers=2, hidden=8, kernel_size=3, patch_size=4, input_frames=5,
 BIAS_DY, BIAS_DX = 0.3, -0.2  # conv_z biases of the "biased" model below
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these models are tiny: on a shared 2-core CPU, torch's thread pool spins and runs ~100x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _offsets(dy, dx, h=5, w=4):
     """(18, h, w) with the same (dy, dx) on every tap (channel 2k = dy, 2k + 1 = dx)."""
     m = np.empty((18, h, w))
