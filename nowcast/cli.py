@@ -277,7 +277,9 @@ def _int_list(text: str, option: str) -> tuple:
 
 @app.command(epilog="Examples:\n\n  nowcast train archive/*.nc --val held_out.nc --out runs/my-model --iterations 20000\n\n"
                     "  nowcast train archive/*.nc --val held_out.nc --out runs/my-model --resume\n\n"
-                    "One process, one device (CPU or one GPU); multi-GPU training is not available yet.")
+                    "  torchrun --standalone --nproc_per_node 4 -m nowcast train archive/*.nc --out runs/m\n\n"
+                    "Under torchrun, each process drives one GPU (or CPU workers, with gloo) and --batch-size is "
+                    "the global batch, split evenly.")
 def train(
     data: List[Path] = typer.Argument(..., help="Training radar files; each file (or quoted glob) is one sequence."),
     out_dir: Path = typer.Option(..., "--out", help="Folder for checkpoints and logs."),
@@ -303,6 +305,11 @@ def train(
     coarsen: str = typer.Option("1,2", "--coarsen", help="Coarsening factors to sample from."),
     time_strides: str = typer.Option("1,2,3", "--time-strides", help="Frame strides (speed augmentation)."),
     balanced_loss: bool = typer.Option(False, "--balanced-loss", help="Weight heavy echoes (HKO-7)."),
+    balance_power: float = typer.Option(1.0, "--balance-power", min=0.01, max=1.0,
+                                        help="Raise the HKO-7 weights to this power (0.5: milder)."),
+    residual: bool = typer.Option(False, "--residual/--no-residual",
+                                  help="Forecast the change from the last frame (starts as persistence; "
+                                       "not in the paper)."),
     sampling_iterations: Optional[int] = typer.Option(None, "--sampling-iterations",
                                                       help="Scheduled sampling length (default: half)."),
     val_every: int = typer.Option(1000, "--val-every", min=1),
@@ -319,6 +326,7 @@ def train(
 ):
     """Train MotionRNN (or plain PredRNN / ConvLSTM) on your radar archive; resumable."""
     from .checkpoint import resolve_model_path
+    from .distributed import team_from_environment
     from .train import TrainConfig, train as run_training
 
     if not out_dir.parent.exists():
@@ -332,16 +340,18 @@ def train(
         crop=crop, coarsen_factors=_int_list(coarsen, "--coarsen"),
         time_strides=_int_list(time_strides, "--time-strides"), iterations=iterations,
         batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup=warmup, balanced_loss=balanced_loss,
+        balance_power=balance_power, model_options={"residual": True} if residual else {},
         sampling_iterations=sampling_iterations, seed=seed, device=device, amp=amp, val_every=val_every,
         val_stride=val_stride, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
         init_from=None if init_from is None else str(resolve_model_path(init_from)),
     )
     summary = run_training(config, progress="rich")
     best = summary.get("best") or {}
-    out.print(f"{summary['status']}: {summary['iterations']} iterations in {summary['wall_time_s']:.0f} s; "
-              f"checkpoint {summary['paths']['last']}"
-              + (f"; best {best.get('metric')} = {best.get('value'):.4f} at iteration {best.get('iteration')} "
-                 f"({summary['paths']['best']})" if best.get("value") is not None else ""))
+    if team_from_environment().is_main:
+        out.print(f"{summary['status']}: {summary['iterations']} iterations in {summary['wall_time_s']:.0f} s; "
+                  f"checkpoint {summary['paths']['last']}"
+                  + (f"; best {best.get('metric')} = {best.get('value'):.4f} at iteration {best.get('iteration')} "
+                     f"({summary['paths']['best']})" if best.get("value") is not None else ""))
     if summary["status"] == "interrupted":
         raise typer.Exit(130)
 

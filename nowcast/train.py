@@ -14,6 +14,12 @@ Files in the output folder
   writes loses nothing: resume reads the state file alone and rewrites a lagging ``last.safetensors``.
 - ``best.safetensors``: the weights with the best validation score so far.
 - ``log.csv`` / ``log.jsonl``: one row every ``log_every`` iterations and at every validation.
+
+Several processes (torchrun, ``nowcast.distributed``): ``batch_size`` is the global batch. Every process
+draws the same global batch from its own copy of the sampler (same seed, so the sampler states never
+differ and a resume is exact) and trains on its equal share; DistributedDataParallel averages the
+gradients, and the loss is scaled so that the update equals the one-process update on the whole batch.
+Process 0 alone validates, writes checkpoints and logs, and shows progress.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from . import distributed
 from .atomic import atomic_output, atomic_write_text
 from .data import SamplerConfig, WindowSampler, split_in_time
 from .errors import NowcastError
@@ -98,6 +105,7 @@ class TrainConfig:
     grad_clip: float | None = None  # max global gradient norm; None = no clipping (paper)
     loss: str = "l1+l2"  # l1 | l2 | l1+l2
     balanced_loss: bool = False  # heavy-echo weighting (HKO-7 weights on the target dBZ)
+    balance_power: float = 1.0  # the HKO-7 weights raised to this power: 0.5 is a milder weighting
     sampling_iterations: int | None = None  # truth-feeding probability 1 -> 0 over these; None = half the run
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -187,17 +195,23 @@ def balance_thresholds_dbz(a: float = MP_A, b: float = MP_B) -> tuple[float, ...
     return tuple(10.0 * math.log10(a * r**b) for r in BALANCE_RAIN_RATES)
 
 
-def balanced_weights(target_dbz: torch.Tensor, thresholds_dbz=None) -> torch.Tensor:
-    """Per-pixel loss weights from the target reflectivity: 1 below 2 mm/h, 2, 5, 10, 30 from 30 mm/h."""
+def balanced_weights(target_dbz: torch.Tensor, thresholds_dbz=None, power: float = 1.0) -> torch.Tensor:
+    """Per-pixel loss weights from the target reflectivity: 1 below 2 mm/h, 2, 5, 10, 30 from 30 mm/h
+    (each raised to ``power``)."""
     thresholds_dbz = balance_thresholds_dbz() if thresholds_dbz is None else thresholds_dbz
-    w = torch.full_like(target_dbz, BALANCE_WEIGHTS[0])
-    for t, lo, hi in zip(thresholds_dbz, BALANCE_WEIGHTS[:-1], BALANCE_WEIGHTS[1:]):
+    levels = [w ** float(power) for w in BALANCE_WEIGHTS]
+    w = torch.full_like(target_dbz, levels[0])
+    for t, lo, hi in zip(thresholds_dbz, levels[:-1], levels[1:]):
         w = w + (hi - lo) * (target_dbz >= t).to(w.dtype)
     return w
 
 
-def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False) -> torch.Tensor:
-    """Mean (weighted) L1 / L2 / L1+L2 error on the [0, 1] scale over the pixels that have data."""
+def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False,
+                balance_power: float = 1.0, denominator=None) -> torch.Tensor:
+    """Mean (weighted) L1 / L2 / L1+L2 error on the [0, 1] scale over the pixels that have data.
+
+    ``denominator``: divide by this count of valid pixels instead of this batch's (a process's share
+    of a global batch divides by the global count)."""
     pred = pred.float()
     d = pred - target
     if kind == "l1":
@@ -210,8 +224,9 @@ def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False)
         raise NowcastError(f"unknown loss {kind!r}; choose l1, l2 or l1+l2")
     w = mask
     if balanced:
-        w = w * balanced_weights(target * (DBZ_CEIL - DBZ_FLOOR) + DBZ_FLOOR)
-    return (err * w).sum() / mask.sum().clamp(min=1.0)
+        w = w * balanced_weights(target * (DBZ_CEIL - DBZ_FLOOR) + DBZ_FLOOR, power=balance_power)
+    count = mask.sum() if denominator is None else torch.as_tensor(denominator, dtype=err.dtype)
+    return (err * w).sum() / count.clamp(min=1.0)
 
 
 _METRIC_TERM = re.compile(r"^(csi|pod|far|bias)(\d+(?:\.\d+)?)$|^(gdl|mse|mae|ssim)$")
@@ -406,6 +421,8 @@ def _validate_config(config: TrainConfig) -> None:
         bad(f"val_fraction must lie in [0, 1), got {config.val_fraction}")
     if not 0.0 <= config.synthetic_fraction <= 1.0:
         bad(f"synthetic_fraction must lie in [0, 1], got {config.synthetic_fraction}")
+    if not 0.0 < config.balance_power <= 1.0:
+        bad(f"balance_power must lie in (0, 1], got {config.balance_power}")
     if config.loss not in ("l1", "l2", "l1+l2"):
         bad(f"loss must be l1, l2 or l1+l2, got {config.loss!r}")
     if config.crop % config.patch_size:
@@ -539,21 +556,21 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
     train_time_s (over all sessions of the run), device, amp, best {iteration, metric, value, scores},
     last_validation, paths {out, last, best, state, log_csv, log_jsonl}, data {train, val, unsplit}.
     """
-    from .checkpoint import save_checkpoint
-    from .nn import build_model
-
     t_wall = time.perf_counter()
     _validate_config(config)
-    callback = _progress_callback(progress)
+    team = distributed.team_from_environment()
+    if config.batch_size % team.world:
+        raise NowcastError(f"batch size {config.batch_size} does not split evenly over {team.world} processes")
+    callback = _progress_callback(progress) if team.is_main else None
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    state_path, last_path, best_path = out / STATE_FILE, out / LAST_FILE, out / BEST_FILE
+    state_path, last_path = out / STATE_FILE, out / LAST_FILE
 
     if not config.resume and not config.overwrite and (state_path.exists() or last_path.exists()):
         raise NowcastError("the output folder holds a training run already: resume it, or allow overwriting", out)
     state = load_train_state(state_path) if config.resume else None
 
-    device = choose_device(config.device)
+    device = distributed.process_device(team, choose_device(config.device))
     amp_dtype = choose_amp(config.amp, device)
     model_config = _model_config(config)
     metric_terms, higher_better = parse_metric(config.best_metric)
@@ -595,9 +612,23 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
         synthetic_fraction=syn_fraction,
     )
     sampler = WindowSampler(train_seqs, sampler_config, seed=config.seed, synthetic=syn_seqs)
-    fingerprint = {"train": _data_fingerprint(train_seqs), "synthetic": _data_fingerprint(syn_seqs)}
 
     # ---- model and optimizer
+    created_group = distributed.join(team, device)
+    try:
+        return _train_loop(config, team, device, amp_dtype, model_config, metric_terms, higher_better,
+                           state, out, train_seqs, syn_seqs, val_seqs, unsplit, sampler, callback, t_wall)
+    finally:
+        distributed.leave(created_group)
+
+
+def _train_loop(config, team, device, amp_dtype, model_config, metric_terms, higher_better, state, out,
+                train_seqs, syn_seqs, val_seqs, unsplit, sampler, callback, t_wall) -> dict:
+    from .checkpoint import save_checkpoint
+    from .nn import build_model
+
+    state_path, last_path, best_path = out / STATE_FILE, out / LAST_FILE, out / BEST_FILE
+    fingerprint = {"train": _data_fingerprint(train_seqs), "synthetic": _data_fingerprint(syn_seqs)}
     torch.manual_seed(int(config.seed))
     model = build_model(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -647,20 +678,31 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
             if k not in ("resume", "overwrite") and saved.get(k, v) != v
         )
     start_iteration = iteration
-    if state is None:
+    if state is None and team.is_main:
         # a fresh run over an old one (overwrite): nothing of the old run may be mistaken for this one's
         for p in (state_path, last_path, best_path):
             if p.exists():
                 p.unlink()
-    log = _Log(out, config.val_thresholds, start_iteration if state is not None else None)
+    log = _Log(out, config.val_thresholds, start_iteration if state is not None else None) if team.is_main else None
+    if team.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # DDP copies process 0's weights to the others at construction
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        train_model = model
 
     meta_base = {"settings": config.settings(), "training_data": [n for n, _ in train_seqs] + [n for n, _ in syn_seqs],
                  "validation_data": [n for n, _ in val_seqs]}
 
     def export(path: Path, extra: dict) -> None:
+        if not team.is_main:
+            return
         save_checkpoint(path, model, model_config, _json_safe({**meta_base, "iteration": iteration, **extra}))
 
     def save_state() -> None:
+        if not team.is_main:
+            return
         # the state (weights included) first: it alone is what resume needs
         _atomic_torch_save(
             {
@@ -686,25 +728,35 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
         # a kill between the two writes leaves last.safetensors one checkpoint behind: bring it up to date
         export(last_path, {"kind": "last"})
 
-    # ---- interruption: Ctrl-C finishes the current iteration, then saves and stops
-    stop = {"flag": False}
-    old_handler, handler_installed = None, False
+    # ---- interruption: Ctrl-C (or SIGTERM, which torchrun and batch schedulers send) finishes the current
+    # iteration, then saves and stops. In a team the flag is summed over processes each iteration, so all
+    # stop after the same iteration.
+    stop = {"flag": False, "agreed": False}
+    old_handlers, handler_installed = {}, False
     if threading.current_thread() is threading.main_thread():
-        def _on_sigint(signum, frame):
+        def _on_signal(signum, frame):
             stop["flag"] = True
-            # a second Ctrl-C stops at once
-            signal.signal(signal.SIGINT, old_handler if old_handler is not None else signal.default_int_handler)
+            # a second signal stops at once
+            for sig, old in old_handlers.items():
+                signal.signal(sig, old if old is not None else signal.default_int_handler)
 
-        old_handler = signal.signal(signal.SIGINT, _on_sigint)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[sig] = signal.signal(sig, _on_signal)
         handler_installed = True
     old_deterministic = torch.are_deterministic_algorithms_enabled()
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     def emit(kind, **kw):
-        if callback is not None:
+        if callback is None:
+            return
+        try:
             callback(ProgressEvent(kind=kind, iteration=iteration, total=config.iterations,
                                    start_iteration=start_iteration, **kw))
+        except KeyboardInterrupt:
+            if not team.enabled or kind == "end":
+                raise
+            stop["flag"] = True  # the others learn of it at the next iteration's sum
 
     def autocast():
         if amp_dtype is None:
@@ -722,25 +774,29 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
         emit("start", message=f"training on {device.type}" + (f" ({amp_dtype})".replace("torch.", "") if amp_dtype else "")
              + (f", resumed at iteration {iteration}" if start_iteration else ""))
         model.train()
+        share = team.share(config.batch_size)
         while iteration < config.iterations:
-            if stop["flag"]:
+            if stop["agreed"] if team.enabled else stop["flag"]:
                 raise KeyboardInterrupt
-            batch = sampler.sample_batch(config.batch_size)
+            batch = sampler.sample_batch(config.batch_size)  # the global batch, the same in every process
             lr = learning_rate(iteration, config)
             p_truth = truth_probability(iteration, sampling_iters)
             smask = sampling_mask(config.seed, iteration, config.batch_size, config.n_out - 1, p_truth)
-            x = torch.from_numpy(batch["inputs"]).to(device)
-            y = torch.from_numpy(batch["targets"]).to(device)
-            m = torch.from_numpy(batch["mask"]).to(device)
-            sm = torch.from_numpy(smask).to(device)
+            valid_pixels = float(batch["mask"].sum())
+            x = torch.from_numpy(batch["inputs"][share]).to(device)
+            y = torch.from_numpy(batch["targets"][share]).to(device)
+            m = torch.from_numpy(batch["mask"][share]).to(device)
+            sm = torch.from_numpy(smask[share]).to(device)
             consistent = False
             for g in optimizer.param_groups:
                 g["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
             with autocast():
-                pred = model(x, config.n_out, truth=y, sampling_mask=sm)
-            loss = masked_loss(pred, y, m, config.loss, config.balanced_loss)
-            scaler.scale(loss).backward()
+                pred = train_model(x, config.n_out, truth=y, sampling_mask=sm)
+            loss = masked_loss(pred, y, m, config.loss, config.balanced_loss, config.balance_power,
+                               denominator=valid_pixels if team.enabled else None)
+            # DDP averages gradients over the processes; scaling by their number makes it the global sum
+            scaler.scale(loss * team.world if team.enabled else loss).backward()
             if config.grad_clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -750,6 +806,9 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
             consistent = True
 
             loss_value = float(loss.detach())
+            if team.enabled:
+                loss_value, stops = distributed.sum_across(team, [loss_value, float(stop["flag"])], device)
+                stop["agreed"] = stops > 0
             if not math.isfinite(loss_value):
                 raise NowcastError(f"the training loss became {loss_value} at iteration {iteration}; "
                                    "try a lower learning rate or grad_clip")
@@ -768,24 +827,26 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
                 loss_sum, loss_n, t_log = 0.0, 0, now
 
             if val_seqs and (iteration % config.val_every == 0 or iteration == config.iterations):
-                scores, full = _validate_model(model, model_config, val_seqs, config, device)
-                value = metric_value(_flat_scores(full), metric_terms)
-                scores = {"metric": value, **scores}
-                last_val = {"iteration": iteration, **scores}
-                row = row or {"iteration": iteration, "lr": lr, "truth_probability": p_truth,
-                              "elapsed_s": elapsed_before + time.perf_counter() - t_loop}
-                row.update({"val_metric": value, **{f"val_{k}": v for k, v in scores.items() if k != "metric"}})
-                old = best["value"]
-                improved = best["iteration"] is None or (
-                    math.isfinite(value) and (old is None or not math.isfinite(old)
-                                              or (value > old if higher_better else value < old))
-                )
-                if improved:
-                    best = {"iteration": iteration, "metric": config.best_metric, "value": value, "scores": scores}
-                    export(best_path, {"kind": "best", "validation": scores})
-                emit("validation", scores={"metric": value, **scores})
+                if team.is_main:  # the others wait at the barrier
+                    scores, full = _validate_model(model, model_config, val_seqs, config, device)
+                    value = metric_value(_flat_scores(full), metric_terms)
+                    scores = {"metric": value, **scores}
+                    last_val = {"iteration": iteration, **scores}
+                    row = row or {"iteration": iteration, "lr": lr, "truth_probability": p_truth,
+                                  "elapsed_s": elapsed_before + time.perf_counter() - t_loop}
+                    row.update({"val_metric": value, **{f"val_{k}": v for k, v in scores.items() if k != "metric"}})
+                    old = best["value"]
+                    improved = best["iteration"] is None or (
+                        math.isfinite(value) and (old is None or not math.isfinite(old)
+                                                  or (value > old if higher_better else value < old))
+                    )
+                    if improved:
+                        best = {"iteration": iteration, "metric": config.best_metric, "value": value, "scores": scores}
+                        export(best_path, {"kind": "best", "validation": scores})
+                    emit("validation", scores={"metric": value, **scores})
+                distributed.barrier(team)
                 t_log = t_prev = time.perf_counter()  # validation time is not training speed
-            if row is not None:
+            if row is not None and log is not None:
                 log.write(row)
             if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
                 save_state()
@@ -802,7 +863,8 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
             note = "interrupted during an update: the last periodic checkpoint is kept"
     finally:
         if handler_installed:
-            signal.signal(signal.SIGINT, old_handler if old_handler is not None else signal.default_int_handler)
+            for sig, old in old_handlers.items():
+                signal.signal(sig, old if old is not None else signal.default_int_handler)
         if config.deterministic:
             torch.use_deterministic_algorithms(old_deterministic)
         try:
@@ -828,8 +890,8 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
             "last": str(last_path),
             "best": str(best_path) if best_path.exists() else None,
             "state": str(state_path),
-            "log_csv": str(log.csv_path),
-            "log_jsonl": str(log.jsonl_path),
+            "log_csv": str(out / LOG_CSV),
+            "log_jsonl": str(out / LOG_JSONL),
         },
         "data": {"train": [n for n, _ in train_seqs], "synthetic": [n for n, _ in syn_seqs],
                  "val": [n for n, _ in val_seqs], "unsplit": unsplit},

@@ -90,7 +90,8 @@ def test_sigkill_during_training_always_resumes(tmp_path, seed):
         assert torch.isfinite(model(x, 3)).all()
 
 
-def test_sigint_stops_cleanly_after_saving(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # SIGTERM: what torchrun and schedulers send
+def test_signal_stops_cleanly_after_saving(tmp_path, sig):
     out = tmp_path / "run"
     proc = subprocess.Popen(_train_cmd(out, 100000), env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -98,7 +99,7 @@ def test_sigint_stops_cleanly_after_saving(tmp_path):
     while time.time() < deadline and not (out / "train_state.pt").exists():
         time.sleep(0.2)
     assert (out / "train_state.pt").exists()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr

@@ -19,6 +19,10 @@ class ModelConfig:
     Ablation switches: ``motion=False`` (no MotionGRU), ``highway=False`` (no Motion Highway),
     ``trend=False`` (D fixed at zero), ``transient=False`` (no ConvGRU recurrence: F' is a
     fresh tanh(conv(Enc(H))) each step). ``motion=False, highway=False`` is the plain backbone.
+
+    ``residual=True`` (not in the paper): each output frame is the frame read at that step plus the
+    network's change, and the output layer starts at zero, so an untrained network forecasts persistence
+    and training only has to learn how echoes move and change. It makes short CPU budgets count.
     """
 
     backbone: str = "predrnn"
@@ -35,6 +39,7 @@ class ModelConfig:
     layer_norm: bool = False
     alpha: float = 0.5
     in_channels: int = 1
+    residual: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -63,7 +68,7 @@ class ModelConfig:
 
         if self.backbone not in BLOCKS:
             bad(f"backbone {self.backbone!r} unknown; choose one of {', '.join(sorted(BLOCKS))}")
-        for name in ("motion", "highway", "trend", "transient", "layer_norm"):
+        for name in ("motion", "highway", "trend", "transient", "layer_norm", "residual"):
             if not isinstance(getattr(self, name), bool):
                 bad(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("num_layers", "kernel_size", "patch_size", "input_frames", "output_frames", "in_channels"):

@@ -62,6 +62,8 @@ class MotionRNN(nn.Module):
         # layer 1's highway: the input patches projected to the hidden size
         self.highway_in = nn.Conv2d(cin, hs[0], 1, bias=False) if cfg.highway else None
         self.conv_out = nn.Conv2d(hs[-1], cin, 1, bias=False)
+        if cfg.residual:
+            nn.init.zeros_(self.conv_out.weight)  # start as persistence
         self._uses_memory = block_cls.uses_memory
         self.channels_last = False
 
@@ -157,6 +159,8 @@ class MotionRNN(nn.Module):
                 else:
                     below = h[l]
             raw = self.conv_out(h[-1])
+            if cfg.residual:
+                raw = inp + raw  # the change from the frame read at this step
             if t >= T - 1:
                 outputs.append(raw)
             # Fed back within the physical range: an unclamped frame lets rollouts drift without bound.
