@@ -219,6 +219,22 @@ def test_scheduled_sampling_feeds_truth():
     assert not torch.allclose(free[:, 1:], ones[:, 1:])
 
 
+def test_residual_model_starts_as_persistence_and_adds_its_change():
+    model = tiny(residual=True).eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        out = model(x, 4)
+        assert torch.equal(out, x[:, -1:].expand(-1, 4, -1, -1))  # zero output layer: every lead = last frame
+        model.conv_out.weight.fill_(0.01)
+        plain = tiny(residual=False).eval()
+        plain.load_state_dict(model.state_dict())
+        # the first lead is the last frame plus what the plain network would forecast from the same states
+        assert torch.allclose(model(x, 1)[:, 0], x[:, -1] + plain(x, 1)[:, 0], atol=1e-6)
+    assert ModelConfig.from_dict(ModelConfig(**TINY, residual=True).to_dict()).residual is True
+    assert ModelConfig.from_dict({k: v for k, v in ModelConfig(**TINY).to_dict().items()
+                                  if k != "residual"}).residual is False  # older checkpoints
+
+
 def test_tiny_model_overfits_one_sequence():
     torch.manual_seed(0)
     model = build_model(ModelConfig(num_layers=2, hidden=16, kernel_size=3, patch_size=2, input_frames=3, output_frames=3))

@@ -62,6 +62,8 @@ def test_balanced_weights_by_hand():
     dbz = torch.tensor([-10.0, 27.8, 27.9, 34.0, 34.2, 39.0, 39.1, 46.6, 46.7, 70.0])
     w = balanced_weights(dbz)
     assert w.tolist() == [1, 1, 2, 2, 5, 5, 10, 10, 30, 30]
+    milder = balanced_weights(dbz, power=0.5)  # each weight's square root
+    np.testing.assert_allclose(milder.numpy(), np.sqrt([1, 1, 2, 2, 5, 5, 10, 10, 30, 30]), rtol=1e-6)
 
 
 def test_masked_loss_by_hand():
