@@ -286,6 +286,9 @@ def train(
     val: Optional[List[Path]] = typer.Option(None, "--val", help="Held-out validation file(s)."),
     val_fraction: float = typer.Option(0.0, "--val-fraction", min=0.0, max=0.9,
                                        help="Or: validate on the last fraction of each sequence."),
+    val_time: Optional[str] = typer.Option(None, "--val-time", metavar="START/END",
+                                           help="Or: validate on the frames in this time range "
+                                                "(ISO 8601, e.g. 2020-10-31T12:00/2020-10-31T18:00)."),
     synthetic_fraction: float = typer.Option(0.0, "--synthetic-fraction", min=0.0, max=1.0,
                                              help="Share of samples drawn from synthetic radar."),
     backbone: str = typer.Option("predrnn", "--backbone", help="predrnn or convlstm."),
@@ -341,8 +344,8 @@ def train(
     val_sequences = [(str(p), _open([p], variable, units, scale, offset, select, reduce)) for p in val or []]
     config = TrainConfig(
         out=out_dir, sequences=sequences, val_sequences=val_sequences, val_fraction=val_fraction,
-        synthetic_fraction=synthetic_fraction, backbone=backbone, motion=motion, num_layers=layers,
-        hidden=hidden, kernel_size=kernel, patch_size=patch, n_in=input_frames, n_out=lead_frames,
+        val_time=val_time, synthetic_fraction=synthetic_fraction, backbone=backbone, motion=motion,
+        num_layers=layers, hidden=hidden, kernel_size=kernel, patch_size=patch, n_in=input_frames, n_out=lead_frames,
         crop=crop, coarsen_factors=_int_list(coarsen, "--coarsen"),
         time_strides=_int_list(time_strides, "--time-strides"), iterations=iterations,
         batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup=warmup, balanced_loss=balanced_loss,

@@ -116,6 +116,38 @@ def split_in_time(data, val_fraction: float, gap: int, min_val: int):
     return data[:n_train], data[n - n_val:]
 
 
+def parse_time_range(text: str) -> tuple[np.datetime64, np.datetime64]:
+    """'START/END' (ISO 8601 times, END excluded) -> two datetime64[ns]."""
+    parts = str(text).split("/")
+    if len(parts) != 2:
+        raise NowcastError(f"time range {text!r} must be START/END, e.g. 2020-10-31T12:00/2020-10-31T18:00")
+    try:
+        start, end = (np.datetime64(p.strip(), "ns") for p in parts)
+    except ValueError:
+        raise NowcastError(f"time range {text!r}: not ISO 8601 times (YYYY-MM-DDTHH:MM)") from None
+    if not end > start:
+        raise NowcastError(f"time range {text!r}: the end must come after the start")
+    return start, end
+
+
+def split_by_time_range(data, start, end, gap: int, min_len: int):
+    """Split a (time, ...) DataArray into (train parts, val): val = the frames with start <= time < end;
+    the training parts are what lies before and after, less ``gap`` frames on each side of the range, and
+    keep only parts of at least ``min_len`` frames. val is None when fewer than ``min_len`` frames fall
+    in the range (the sequence is then all training)."""
+    times = np.asarray(data["time"].values)
+    if not np.issubdtype(times.dtype, np.datetime64):
+        raise NowcastError("a validation time range needs sequences with date-time coordinates")
+    i0 = int(np.searchsorted(times, np.datetime64(start, "ns"), side="left"))
+    i1 = int(np.searchsorted(times, np.datetime64(end, "ns"), side="left"))
+    if i1 - i0 < min_len:
+        return [data], None
+    n = int(data.sizes["time"])
+    spans = [(0, i0 - gap), (i1 + gap, n)]
+    parts = [data.isel(time=slice(a, b)) for a, b in spans if b - a >= min_len]
+    return parts, data.isel(time=slice(i0, i1))
+
+
 # ---------------------------------------------------------------------------------------------
 # augmentation helpers (numpy, (T, H, W) arrays)
 

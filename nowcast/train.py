@@ -44,7 +44,7 @@ import torch
 
 from . import distributed
 from .atomic import atomic_output, atomic_write_text
-from .data import SamplerConfig, WindowSampler, split_in_time
+from .data import SamplerConfig, WindowSampler, parse_time_range, split_by_time_range, split_in_time
 from .errors import NowcastError
 from .units import DBZ_CEIL, DBZ_FLOOR, MP_A, MP_B
 
@@ -69,6 +69,7 @@ class TrainConfig:
     # validation: held-out sequences, and/or the last fraction of each training sequence
     val_sequences: list = field(default_factory=list)
     val_fraction: float = 0.0
+    val_time: str | None = None  # or: "START/END" (ISO 8601); frames in that range validate, the rest trains
     # synthetic data mixed in (nowcast.synthetic): probability that a sample is synthetic
     synthetic_fraction: float = 0.0
     synthetic_sequences: int = 4
@@ -419,6 +420,10 @@ def _validate_config(config: TrainConfig) -> None:
         bad(f"warmup must be >= 0, got {config.warmup}")
     if not 0.0 <= config.val_fraction < 1.0:
         bad(f"val_fraction must lie in [0, 1), got {config.val_fraction}")
+    if config.val_time and config.val_fraction > 0:
+        bad("give a validation fraction or a validation time range, not both")
+    if config.val_time:
+        parse_time_range(config.val_time)
     if not 0.0 <= config.synthetic_fraction <= 1.0:
         bad(f"synthetic_fraction must lie in [0, 1], got {config.synthetic_fraction}")
     if not 0.0 < config.balance_power <= 1.0:
@@ -596,6 +601,21 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
             raise NowcastError(
                 f"val_fraction {config.val_fraction}: no sequence is long enough to split into training and "
                 f"validation parts ({gap} frames each, {gap} frames apart); give validation sequences instead"
+            )
+    if config.val_time:
+        start, end = parse_time_range(config.val_time)
+        split_train = []
+        for name, da in train_seqs:
+            parts, va = split_by_time_range(da, start, end, gap, min_len=gap)
+            if va is None:
+                unsplit.append(name)
+            else:
+                val_seqs.append((f"{name}[val]", va))
+            split_train += [(name if len(parts) == 1 else f"{name}[{k}]", p) for k, p in enumerate(parts)]
+        train_seqs = split_train
+        if not any(name.endswith("[val]") for name, _ in val_seqs):
+            raise NowcastError(
+                f"validation time range {config.val_time}: no training sequence has {gap} frames in it"
             )
     syn_fraction = 1.0 if not train_seqs else float(config.synthetic_fraction)
     sampler_config = SamplerConfig(

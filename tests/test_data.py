@@ -14,6 +14,8 @@ from nowcast.data import (
     as_seqdata,
     coarsen_dbz,
     dihedral,
+    parse_time_range,
+    split_by_time_range,
     split_in_time,
     time_segments,
 )
@@ -203,6 +205,26 @@ def test_split_in_time_keeps_a_gap():
     assert (va.time.values[0] - tr.time.values[-1]) == np.timedelta64(8 * 5, "m")
     tr, va = split_in_time(make_seq(n=20), 0.25, gap=7, min_val=7)
     assert va is None and tr.sizes["time"] == 20
+
+
+def test_split_by_time_range_keeps_gaps_on_both_sides():
+    seq = make_seq(n=60)  # 5-minute frames from 2024-01-01 00:00
+    start, end = parse_time_range("2024-01-01T02:00/2024-01-01T03:00")  # frames 24 .. 35
+    parts, va = split_by_time_range(seq, start, end, gap=7, min_len=7)
+    assert va.sizes["time"] == 12 and str(va.time.values[0])[:16] == "2024-01-01T02:00"
+    assert [p.sizes["time"] for p in parts] == [24 - 7, 60 - 36 - 7]
+    assert parts[0].time.values[-1] == seq.time.values[16] and parts[1].time.values[0] == seq.time.values[43]
+    # a range at the end leaves one training part; a range the data miss leaves the sequence whole
+    parts, va = split_by_time_range(seq, *parse_time_range("2024-01-01T04:00/2024-01-02T00:00"), gap=7, min_len=7)
+    assert [p.sizes["time"] for p in parts] == [48 - 7] and va.sizes["time"] == 12
+    parts, va = split_by_time_range(seq, *parse_time_range("2023-01-01/2023-01-02"), gap=7, min_len=7)
+    assert va is None and parts[0] is seq
+
+
+@pytest.mark.parametrize("text", ["2024-01-01", "2024-01-01T03:00/2024-01-01T02:00", "yesterday/today"])
+def test_parse_time_range_refuses(text):
+    with pytest.raises(NowcastError, match="time range"):
+        parse_time_range(text)
 
 
 def test_iterable_dataset_yields_tensors():

@@ -200,6 +200,20 @@ def test_val_fraction_splits_sequences(tmp_path):
         train(tiny(tmp_path, "split2", sequences=[("short", synthetic_seq(n=12, size=32))], val_fraction=0.2))
 
 
+def test_val_time_range_splits_sequences(tmp_path):
+    seq = synthetic_seq(n=40, size=32)
+    t = seq.time.values
+    rng = f"{np.datetime_as_string(t[20], 'm')}/{np.datetime_as_string(t[36], 'm')}"
+    s = train(tiny(tmp_path, "range", sequences=[("seq", seq)], val_time=rng, iterations=2, val_every=2,
+                   checkpoint_every=2))
+    # frames 20-35 validate; training keeps frames 0-13 (a gap of n_in + n_out = 6); frames 42- are too few
+    assert s["data"]["val"] == ["seq[val]"] and s["data"]["train"] == ["seq"]
+    assert s["last_validation"]["windows"] == 16 - 6 + 1
+    assert load_train_state(tmp_path / "range" / STATE_FILE)["data"]["train"] == [["seq", [14, 32, 32]]]
+    with pytest.raises(NowcastError, match="not both"):
+        train(tiny(tmp_path, "both", sequences=[("seq", seq)], val_time=rng, val_fraction=0.2))
+
+
 def test_synthetic_only_run(tmp_path):
     cfg = tiny(tmp_path, "synonly", synthetic_fraction=1.0, synthetic_sequences=2, synthetic_frames=12,
                synthetic_size=32, iterations=2, checkpoint_every=2)
