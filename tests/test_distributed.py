@@ -95,3 +95,9 @@ def test_two_processes_equal_one_process_on_the_whole_batch_and_resume(tmp_path)
     assert _max_difference(resumed / "last.safetensors", team / "last.safetensors") < 1e-6
     lines = (resumed / "log.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == ["2", "4"]  # validation rows, one each, no repeats
+
+    # a run started by one process can be resumed by a team (and the other way round)
+    mixed = tmp_path / "mixed"
+    _train(mixed, 2, 1)
+    _train(mixed, 4, 2, "--resume")
+    assert _max_difference(mixed / "last.safetensors", solo / "last.safetensors") < 1e-6
