@@ -435,6 +435,44 @@ def _validate_config(config: TrainConfig) -> None:
     parse_metric(config.best_metric)
 
 
+def _split_off_validation(config: TrainConfig, train_seqs, syn_seqs, val_seqs):
+    """Move the validation part of each training sequence (the last fraction, or a time range) to the
+    validation list. Returns (train, synthetic, val, names of sequences left whole)."""
+    gap = config.n_in + config.n_out
+    if config.val_fraction > 0:
+        def split(da):
+            tr, va = split_in_time(da, config.val_fraction, gap, min_val=gap)
+            return [tr], va
+
+        pools = (train_seqs, syn_seqs)
+        what = (f"val_fraction {config.val_fraction}: no sequence is long enough to split into training and "
+                f"validation parts ({gap} frames each, {gap} frames apart); give validation sequences instead")
+    elif config.val_time:
+        start, end = parse_time_range(config.val_time)
+
+        def split(da):
+            return split_by_time_range(da, start, end, gap, min_len=gap)
+
+        pools = (train_seqs,)  # synthetic sequences have made-up times
+        what = f"validation time range {config.val_time}: no training sequence has {gap} frames in it"
+    else:
+        return train_seqs, syn_seqs, val_seqs, []
+    val_seqs, unsplit, kept = list(val_seqs), [], []
+    for pool in pools:
+        dest = []
+        for name, da in pool:
+            parts, va = split(da)
+            if va is None:
+                unsplit.append(name)
+            else:
+                val_seqs.append((f"{name}[val]", va))
+            dest += [(name if len(parts) == 1 else f"{name}[{k}]", p) for k, p in enumerate(parts)]
+        kept.append(dest)
+    if not any(name.endswith("[val]") for name, _ in val_seqs):
+        raise NowcastError(what)
+    return kept[0], (kept[1] if len(kept) > 1 else syn_seqs), val_seqs, unsplit
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -581,42 +619,10 @@ def train(config: TrainConfig, progress: str | Callable[[ProgressEvent], None] |
     metric_terms, higher_better = parse_metric(config.best_metric)
 
     # ---- data
-    gap = config.n_in + config.n_out
     train_seqs = _named(config.sequences, "sequence")
     val_seqs = _named(config.val_sequences, "validation")
     syn_seqs = _synthetic(config) if config.synthetic_fraction > 0 else []
-    unsplit = []
-    if config.val_fraction > 0:
-        split_train, split_syn = [], []
-        for pool, dest in ((train_seqs, split_train), (syn_seqs, split_syn)):
-            for name, da in pool:
-                tr, va = split_in_time(da, config.val_fraction, gap, min_val=gap)
-                dest.append((name, tr))
-                if va is None:
-                    unsplit.append(name)
-                else:
-                    val_seqs.append((f"{name}[val]", va))
-        train_seqs, syn_seqs = split_train, split_syn
-        if not any(name.endswith("[val]") for name, _ in val_seqs):
-            raise NowcastError(
-                f"val_fraction {config.val_fraction}: no sequence is long enough to split into training and "
-                f"validation parts ({gap} frames each, {gap} frames apart); give validation sequences instead"
-            )
-    if config.val_time:
-        start, end = parse_time_range(config.val_time)
-        split_train = []
-        for name, da in train_seqs:
-            parts, va = split_by_time_range(da, start, end, gap, min_len=gap)
-            if va is None:
-                unsplit.append(name)
-            else:
-                val_seqs.append((f"{name}[val]", va))
-            split_train += [(name if len(parts) == 1 else f"{name}[{k}]", p) for k, p in enumerate(parts)]
-        train_seqs = split_train
-        if not any(name.endswith("[val]") for name, _ in val_seqs):
-            raise NowcastError(
-                f"validation time range {config.val_time}: no training sequence has {gap} frames in it"
-            )
+    train_seqs, syn_seqs, val_seqs, unsplit = _split_off_validation(config, train_seqs, syn_seqs, val_seqs)
     syn_fraction = 1.0 if not train_seqs else float(config.synthetic_fraction)
     sampler_config = SamplerConfig(
         n_in=config.n_in,
