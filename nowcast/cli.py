@@ -335,7 +335,6 @@ def train(
 ):
     """Train MotionRNN (or plain PredRNN / ConvLSTM) on your radar archive; resumable."""
     from .checkpoint import resolve_model_path
-    from .distributed import team_from_environment
     from .train import TrainConfig, train as run_training
 
     if not out_dir.parent.exists():
@@ -357,7 +356,7 @@ def train(
     )
     summary = run_training(config, progress="rich")
     best = summary.get("best") or {}
-    if team_from_environment().is_main:
+    if summary["rank"] == 0:  # under torchrun, one process reports
         out.print(f"{summary['status']}: {summary['iterations']} iterations in {summary['wall_time_s']:.0f} s; "
                   f"checkpoint {summary['paths']['last']}"
                   + (f"; best {best.get('metric')} = {best.get('value'):.4f} at iteration {best.get('iteration')} "

@@ -908,6 +908,7 @@ def _train_loop(config, team, device, amp_dtype, model_config, metric_terms, hig
         "wall_time_s": time.perf_counter() - t_wall,
         "train_time_s": elapsed_before + time.perf_counter() - t_loop,
         "device": str(device),
+        "rank": team.rank,
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
         "best": best,
         "last_validation": last_val,
