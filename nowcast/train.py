@@ -388,6 +388,8 @@ def _model_config(config: TrainConfig):
     opts = dict(
         backbone=config.backbone,
         motion=bool(config.motion),
+        # MotionRNN off means the plain backbone: the Motion Highway goes with the MotionGRU
+        highway=bool(config.motion),
         num_layers=int(config.num_layers),
         hidden=config.hidden,
         kernel_size=int(config.kernel_size),

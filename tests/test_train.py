@@ -190,6 +190,20 @@ def test_train_on_synthetic_writes_checkpoints_and_logs(tmp_path):
         train(cfg)
 
 
+@pytest.mark.parametrize("motion", [True, False])
+def test_motion_switch_builds_motionrnn_or_the_plain_backbone(tmp_path, motion):
+    # --no-motion is the ablation baseline: no MotionGRU and no Motion Highway, as in the paper's table
+    from nowcast.checkpoint import read_checkpoint
+
+    cfg = tiny(tmp_path, "run", sequences=[("syn", synthetic_seq())], motion=motion, num_layers=2,
+               iterations=1, val_every=1, checkpoint_every=1)
+    out = Path(train(cfg)["paths"]["out"])
+    tensors, config, _ = read_checkpoint(out / LAST_FILE)
+    assert config.motion is motion and config.highway is motion
+    assert any("highway" in k for k in tensors) is motion
+    assert any("motion" in k for k in tensors) is motion
+
+
 def test_val_fraction_splits_sequences(tmp_path):
     cfg = tiny(tmp_path, "split", sequences=[("long", synthetic_seq(n=30, size=32)), ("short", synthetic_seq(n=12, size=32))],
                val_fraction=0.2, iterations=3, val_every=3, checkpoint_every=3)
