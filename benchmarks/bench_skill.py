@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from nowcast.data import split_in_time  # noqa: E402
 from nowcast.errors import NowcastWarning  # noqa: E402
 from nowcast.evaluate import evaluate, format_table, to_json  # noqa: E402
-from nowcast.forecast import ModelForecaster  # noqa: E402
+from nowcast.forecast import ModelForecaster, name_clashing_models  # noqa: E402
 from nowcast.methods import get_method  # noqa: E402
 from nowcast.radar import open_radar  # noqa: E402
 
@@ -57,6 +57,7 @@ def main(argv=None) -> int:
         print(f"{args.radar_dir}: radar folder not found; nothing to measure", file=sys.stderr)
         return 2
     methods = [ModelForecaster.from_checkpoint(m, device="auto") for m in args.model]
+    name_clashing_models(methods, args.model)
     methods += [get_method("persistence"), get_method("extrapolation")]
     start = time.time()
     result = evaluate(held_out_sequences(args.radar_dir, args.data), methods, stride=args.stride)

@@ -208,9 +208,11 @@ def evaluate(
         thr = sorted({float(t) for t in thresholds.split(",") if t.strip()})
     except ValueError:
         raise NowcastError(f"--thresholds {thresholds!r} must be numbers separated by commas") from None
-    methods = []
-    for name in model or []:
-        methods.append(_load_method("model", None if name == "default" else name, device))
+    methods = [_load_method("model", None if name == "default" else name, device) for name in model or []]
+    if methods:
+        from .forecast import name_clashing_models
+
+        name_clashing_models(methods, model)
     for name in baseline or []:
         methods.append(_load_method(name, None, device))
     if not methods:

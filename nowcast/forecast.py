@@ -24,6 +24,17 @@ def resolve_device(device="auto") -> torch.device:
     return dev
 
 
+def name_clashing_models(forecasters, sources) -> None:
+    """Rename models whose names clash (two runs' ``best.safetensors``) after the path they came from.
+
+    Score tables and JSON are keyed by method name, so each model needs its own.
+    """
+    names = [f.name for f in forecasters]
+    for f, source in zip(forecasters, sources):
+        if names.count(f.name) > 1:
+            f.name = str(source)
+
+
 class ModelForecaster(ForecastMethod):
     """A MotionRNN checkpoint as a forecast method: dBZ in, dBZ out (NaN regions kept, floored).
 

@@ -149,3 +149,26 @@ def test_format_table_bolds_the_best():
     console = Console(width=200, record=True)
     console.print(table)
     assert "persistence" in console.export_text()
+
+
+def test_cli_names_two_runs_best_checkpoints_by_their_paths(tmp_path, capsys):
+    # comparing runs/a/best.safetensors with runs/b/best.safetensors must not stop at a name clash
+    from nowcast.checkpoint import save_checkpoint
+    from nowcast.cli import main
+    from nowcast.nn import ModelConfig, build_model
+
+    cfg = ModelConfig(num_layers=1, hidden=4, kernel_size=3, patch_size=4, input_frames=5, output_frames=10)
+    paths = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        paths.append(str(save_checkpoint(tmp_path / run / "best.safetensors", build_model(cfg), cfg, {})))
+    moving_blob(16).to_netcdf(tmp_path / "radar.nc")
+    out = tmp_path / "scores.json"
+    rc = main(["evaluate", str(tmp_path / "radar.nc"), "--units", "dBZ", "--model", paths[0], "--model", paths[1],
+               "--baseline", "persistence", "--device", "cpu", "--json", str(out)])
+    assert rc == 0
+    assert set(json.loads(out.read_text())["results"]) == {paths[0], paths[1], "persistence"}
+    # the same file twice is still refused
+    rc = main(["evaluate", str(tmp_path / "radar.nc"), "--units", "dBZ", "--model", paths[0], "--model", paths[0],
+               "--device", "cpu"])
+    assert rc == 2 and "named twice" in capsys.readouterr().err
