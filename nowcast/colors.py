@@ -56,3 +56,13 @@ def dbz_to_rgba(dbz) -> np.ndarray:
     """RGBA (0-1 floats) of dBZ values with this scale; handy for tests and custom renderings."""
     cmap, norm = reflectivity_cmap()
     return cmap(norm(np.ma.masked_invalid(np.asarray(dbz, dtype=float))))
+
+
+def legend_handles() -> list:
+    """Legend entries for what the colour bar cannot show: the no-data grey and the no-echo white."""
+    from matplotlib.patches import Patch
+
+    return [
+        Patch(facecolor=NODATA_COLOR, edgecolor="0.3", linewidth=0.5, label="no data"),
+        Patch(facecolor="white", edgecolor="0.3", linewidth=0.5, label=f"no echo (< {LEVELS_DBZ[0]:g} dBZ)"),
+    ]

@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
+from . import geo
 from .atomic import atomic_output
-from .colors import add_colorbar, reflectivity_cmap
+from .colors import add_colorbar, legend_handles, reflectivity_cmap
 from .errors import NowcastError
 
 DEFAULT_STEP_MINUTES = 5.0
@@ -90,10 +92,6 @@ def _times(da):
     return None
 
 
-def _hhmm(t) -> str:
-    return np.datetime64(t, "s").astype(_dt.datetime).strftime("%H:%M UTC")
-
-
 def _step_minutes(inputs, forecast) -> float:
     for da in (forecast, inputs):
         t = _times(da)
@@ -130,11 +128,103 @@ def plot_frame(ax, field, x=None, y=None, title=None, colorbar: bool = False):
 
 
 def _lead_indices(n: int, max_leads: int | None) -> list[int]:
+    """Evenly spaced leads ending with the last: every k-th lead, k the smallest stride that fits.
+
+    10 leads in 5 panels: leads 2, 4, 6, 8, 10 (+10 ... +50 min at 5 min), never an irregular pick.
+    """
     if max_leads is None or n <= max_leads:
         return list(range(n))
-    if max_leads <= 1:
-        return [n - 1]
-    return sorted(set(int(round(v)) for v in np.linspace(0, n - 1, max_leads)))
+    stride = math.ceil(n / max(1, max_leads))
+    return list(range(n - 1, -1, -stride))[::-1]
+
+
+def _when(t) -> str:
+    """'2016-09-28 17:40 UTC'."""
+    return np.datetime64(t, "s").astype(_dt.datetime).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _reference_time(inputs, forecast):
+    """The time of the last observation: the forecast's reference time, else the last input time."""
+    coords = getattr(forecast, "coords", None)
+    if coords is not None and "forecast_reference_time" in coords:
+        t = np.asarray(coords["forecast_reference_time"].values)
+        if np.issubdtype(t.dtype, np.datetime64) and t.ndim == 0:
+            return t.astype("datetime64[ns]")
+    t_in = _times(inputs)
+    return None if t_in is None else t_in[-1]
+
+
+def _forecast_times(inputs, forecast, step: float):
+    t_fc = _times(forecast)
+    t_ref = _reference_time(inputs, forecast)
+    if t_fc is None and t_ref is not None:
+        t_fc = t_ref + np.arange(1, _values(forecast).shape[0] + 1) * np.timedelta64(int(round(step * 60e9)), "ns")
+    return t_fc, t_ref
+
+
+def _minutes_between(t, ref) -> float:
+    return float((t - ref) / np.timedelta64(1, "m"))
+
+
+def _method_label(forecast, method_name):
+    if method_name:
+        return str(method_name)
+    return str(getattr(forecast, "attrs", {}).get("method", "forecast"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# geography (optional: a graticule when the grid mapping is known, map lines when cartopy data are local)
+
+
+GRATICULE_COLOR = "0.35"
+MAP_LINE_COLOR = "0.15"
+
+
+def _geography(field) -> dict | None:
+    """Graticule and map lines in the plot's km coordinates, or None when the grid has no known geography."""
+    xs, ys = _coord(field, "x", None), _coord(field, "y", None)
+    ll = geo.latlon(field) if xs is not None and ys is not None else None
+    if ll is None:
+        return None
+    lat, lon = ll
+    # The graticule is smooth: contouring a coarse copy is as exact on screen and much faster on big grids.
+    stride = max(1, max(lat.shape) // 150)
+    xk, yk = np.meshgrid(xs[::stride] / 1000.0, ys[::stride] / 1000.0)
+    return {
+        "x": xk, "y": yk,
+        "lat": lat[::stride, ::stride], "lon": lon[::stride, ::stride],
+        "levels": geo.graticule_lines(lat, lon),
+        "map_lines": [line / 1000.0 for line in geo.map_lines(field)],
+    }
+
+
+def _draw_geography(ax, geog: dict | None, labels: bool = True) -> None:
+    """Dashed lat/lon lines (labelled in degrees) and coastlines/borders over the image, limits unchanged."""
+    if geog is None:
+        return
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    for name in ("lat", "lon"):
+        levels = geog["levels"][name]
+        if len(levels) == 0:
+            continue
+        cs = ax.contour(geog["x"], geog["y"], geog[name], levels=levels, colors=GRATICULE_COLOR,
+                        linewidths=0.6, linestyles="--", alpha=0.8)
+        cs.set_gid(f"graticule-{name}")
+        if labels:
+            ax.clabel(cs, fmt=lambda v, n=name: geo.format_degrees(v, n), fontsize=6, inline=True)
+    for line in geog["map_lines"]:
+        ax.plot(line[:, 0], line[:, 1], color=MAP_LINE_COLOR, linewidth=0.6, gid="map-line")
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
+
+
+def _legend_handles(geog: dict | None) -> list:
+    handles = legend_handles()
+    if geog is not None:
+        handles.append(Line2D([], [], color=GRATICULE_COLOR, linestyle="--", linewidth=0.8, label="latitude / longitude"))
+    if geog is not None and geog["map_lines"]:
+        handles.append(Line2D([], [], color=MAP_LINE_COLOR, linewidth=0.8, label="coast / borders"))
+    return handles
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -146,78 +236,80 @@ def plot_forecast_panels(
     forecast,
     path,
     observed=None,
-    n_inputs_shown: int = 3,
-    max_leads: int | None = 5,
-    method_name: str = "forecast",
+    n_inputs_shown: int = 5,
+    max_leads: int | None = None,
+    method_name: str | None = None,
     dpi: float = 100,
     panel_inches: float = 2.6,
     overwrite: bool = True,
+    geography: bool = True,
 ) -> Figure:
     """Grid of panels: last inputs (top row), forecasts (middle), observations at the same times (bottom).
 
     inputs (T, y, x) and forecast (n, y, x) in dBZ, DataArrays with ``time`` coordinates (plain arrays work
     too: lead times then assume 5-minute steps).  observed (m, y, x), optional, is matched to the forecast
-    frame by frame (same index = same valid time).  With more leads than ``max_leads`` an evenly spread
-    subset is shown, always including the first and the last lead.  One colour scale and bar for all.
-    Returns the Figure; the image is written to ``path`` (format from its suffix).
+    frame by frame (same index = same valid time).  The last ``n_inputs_shown`` inputs are all drawn; leads
+    are evenly spaced and end with the last one: at most ``max_leads`` of them (default: as many as inputs
+    shown, so that no slot is empty).  Titles give kind, lead and date/time.  With a known grid mapping a
+    lat/lon graticule is drawn (``geography=False`` leaves it out).  One colour bar; the legend shows the
+    no-data grey and the no-echo white.  Returns the Figure; the image is written to ``path``.
     """
     inp, fc = _values(inputs), _values(forecast)
     if inp.ndim != 3 or fc.ndim != 3:
         raise NowcastError(f"inputs and forecast must be (time, y, x), got {inp.shape} and {fc.shape}")
+    if inp.shape[0] == 0 or fc.shape[0] == 0:
+        raise NowcastError("nothing to draw: no input or no forecast frame")
     obs = None if observed is None else _values(observed)
-    leads = _lead_indices(fc.shape[0], max_leads)
-    shown_in = list(range(max(0, inp.shape[0] - n_inputs_shown), inp.shape[0]))
-    ncols = max(len(leads), len(shown_in), 1)
+    method = _method_label(forecast, method_name)
+    shown_in = list(range(max(0, inp.shape[0] - max(1, n_inputs_shown)), inp.shape[0]))
+    leads = _lead_indices(fc.shape[0], len(shown_in) if max_leads is None else max_leads)
+    ncols = max(len(leads), len(shown_in))
     nrows = 2 + (obs is not None)
-    fig = _new_figure(ncols * panel_inches + 1.2, nrows * panel_inches + 0.5, dpi)
+    aspect = min(max(inp.shape[1] / inp.shape[2], 0.5), 2.0)  # panel height / width, within reason
+    # the panels get ~85 % of the width (colour bar, labels): size the rows to match, without blank bands
+    fig = _new_figure(ncols * panel_inches + 1.3, nrows * (0.85 * panel_inches * aspect + 0.55) + 0.9, dpi)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
 
-    t_in, t_fc = _times(inputs), _times(forecast)
     step = _step_minutes(inputs, forecast)
-    t_last = t_in[-1] if t_in is not None else None
-    if t_fc is None and t_last is not None:
-        t_fc = t_last + np.arange(1, fc.shape[0] + 1) * np.timedelta64(int(round(step * 60e9)), "ns")
+    t_in = _times(inputs)
+    t_fc, t_ref = _forecast_times(inputs, forecast, step)
+    geog = _geography(_frame(inputs, -1)) if geography else None
 
     def lead_minutes(i):
-        if t_fc is not None and t_last is not None:
-            return float((t_fc[i] - t_last) / np.timedelta64(1, "m"))
-        return (i + 1) * step
+        return _minutes_between(t_fc[i], t_ref) if t_fc is not None and t_ref is not None else (i + 1) * step
+
+    def title(kind, minutes, t):
+        return f"{kind} {minutes:+g} min" + (f"\n{_when(t)}" if t is not None else "")
 
     im = None
     for col in range(ncols):
         ax = axes[0, col]
-        if col < len(shown_in):
-            k = shown_in[col]
-            ago = (k - (inp.shape[0] - 1)) * step
-            if t_in is not None:
-                ago = float((t_in[k] - t_last) / np.timedelta64(1, "m"))
-            label = f"Input {_hhmm(t_in[k])}" if t_in is not None else "Input"
-            im = plot_frame(ax, _frame(inputs, k), title=f"{label} ({ago:+g} min)")
-        else:
+        if col >= len(shown_in):
             ax.set_visible(False)
+            continue
+        k = shown_in[col]
+        ago = _minutes_between(t_in[k], t_ref) if t_in is not None and t_ref is not None else (k - inp.shape[0] + 1) * step
+        im = plot_frame(ax, _frame(inputs, k), title=title("Observed", ago, None if t_in is None else t_in[k]))
+        _draw_geography(ax, geog)
     for col in range(ncols):
-        ax = axes[1, col]
-        if col < len(leads):
-            i = leads[col]
-            when = f" {_hhmm(t_fc[i])}" if t_fc is not None else ""
-            im = plot_frame(ax, _frame(forecast, i), title=f"Forecast +{lead_minutes(i):g} min{when}")
-        else:
-            ax.set_visible(False)
-        if obs is not None:
-            ax = axes[2, col]
-            if col < len(leads) and leads[col] < obs.shape[0]:
-                i = leads[col]
-                when = f" {_hhmm(t_fc[i])}" if t_fc is not None else ""
-                plot_frame(ax, _frame(observed, i), title=f"Observed +{lead_minutes(i):g} min{when}")
-            else:
+        rows = [(1, forecast, fc.shape[0], method)] + ([(2, observed, obs.shape[0], "Observed")] if obs is not None else [])
+        for row, source, available, kind in rows:
+            ax = axes[row, col]
+            if col >= len(leads) or leads[col] >= available:
                 ax.set_visible(False)
+                continue
+            i = leads[col]
+            im = plot_frame(ax, _frame(source, i), title=title(kind, lead_minutes(i), None if t_fc is None else t_fc[i]))
+            _draw_geography(ax, geog)
     for ax in axes.flat:  # keep the grid readable: labels only on the outer panels
         if ax.get_visible():
             ax.label_outer()
     visible = [ax for ax in axes.flat if ax.get_visible()]
     add_colorbar(fig, im, ax=visible, shrink=0.8)
-    start = f" from {np.datetime_as_string(t_last, unit='m').replace('T', ' ')} UTC" if t_last is not None else ""
-    fig.suptitle(f"{method_name} nowcast{start}", fontsize="large")
+    handles = _legend_handles(geog)
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small", frameon=False)
+    start = f" from {_when(t_ref)}" if t_ref is not None else ""
+    fig.suptitle(f"{method} nowcast{start}, every {step:g} min", fontsize="large")
     _save(fig, path, overwrite)
     return fig
 
@@ -229,18 +321,37 @@ def _frame(da, i):
     return np.asarray(da)[i]
 
 
+GIF_MIN_PIXELS = 420  # the long side of the radar image in a GIF frame, in screen pixels
+GIF_MAX_PIXELS = 760
+DEFAULT_INPUTS_SHOWN = 5
+
+
+def _gif_figsize(shape, dpi: float) -> tuple[float, float]:
+    """Figure inches giving the image about one screen pixel per grid cell, within sensible bounds."""
+    ny, nx = shape
+    long_side = min(max(ny, nx, GIF_MIN_PIXELS), GIF_MAX_PIXELS)
+    img_w, img_h = long_side * nx / max(ny, nx), long_side * ny / max(ny, nx)
+    # room for the colour bar (right), axis labels (left, bottom), titles and legend
+    return (img_w + 190) / dpi, (img_h + 200) / dpi
+
+
 def animate_forecast(
     inputs,
     forecast,
     path,
     fps: float = 2,
-    method_name: str = "forecast",
-    dpi: float = 80,
+    method_name: str | None = None,
+    dpi: float = 100,
     overwrite: bool = True,
+    n_inputs: int | None = None,
+    geography: bool = True,
 ) -> Figure:
-    """GIF: the observed input frames, then the forecast frames, one frame each, titled with time and kind.
+    """GIF: the last observed frames (those a forecast starts from), then the forecast frames.
 
-    The GIF has len(inputs) + len(forecast) frames.  Returns the Figure (showing the last frame).
+    ``n_inputs`` observed frames are shown (default 5, fewer if there are fewer): not the whole history
+    a long input file holds.  The GIF has n_inputs + len(forecast) frames; each says observed or forecast
+    (with method and lead) and its date/time.  Frames are about one screen pixel per grid cell, between
+    420 and 760 pixels on the long side.  Returns the Figure (showing the last frame).
     """
     from matplotlib.animation import PillowWriter
 
@@ -250,34 +361,158 @@ def animate_forecast(
     path = Path(path)
     if path.suffix.lower() != ".gif":
         raise NowcastError("animations are written as GIF: use a .gif file name", path)
-    t_in, t_fc = _times(inputs), _times(forecast)
+    if n_inputs is not None and n_inputs < 0:
+        raise NowcastError(f"n_inputs must be 0 or more, got {n_inputs}")
+    n_in = min(inp.shape[0], DEFAULT_INPUTS_SHOWN if n_inputs is None else n_inputs)
+    method = _method_label(forecast, method_name)
     step = _step_minutes(inputs, forecast)
-    if t_fc is None and t_in is not None:
-        t_fc = t_in[-1] + np.arange(1, fc.shape[0] + 1) * np.timedelta64(int(round(step * 60e9)), "ns")
+    t_in = _times(inputs)
+    t_fc, t_ref = _forecast_times(inputs, forecast, step)
 
-    fig = _new_figure(5.2, 4.6, dpi)
+    frames = []
+    for k in range(inp.shape[0] - n_in, inp.shape[0]):
+        ago = _minutes_between(t_in[k], t_ref) if t_in is not None and t_ref is not None else (k - inp.shape[0] + 1) * step
+        frames.append((_frame(inputs, k), f"Observed {ago:+g} min", None if t_in is None else t_in[k], False))
+    for i in range(fc.shape[0]):
+        lead = _minutes_between(t_fc[i], t_ref) if t_fc is not None and t_ref is not None else (i + 1) * step
+        frames.append((_frame(forecast, i), f"Forecast ({method}) +{lead:g} min", None if t_fc is None else t_fc[i], True))
+
+    if not frames:
+        raise NowcastError("nothing to animate: no input or forecast frame")
+    fig = _new_figure(*_gif_figsize(fc.shape[1:], dpi), dpi)
     ax = fig.add_subplot()
-    im = plot_frame(ax, _frame(inputs, 0), title="Observed +00 min 00:00 UTC")
-    add_colorbar(fig, im, ax=ax)
-    frames = [(_frame(inputs, k), "Observed", None if t_in is None else t_in[k], None) for k in range(inp.shape[0])]
-    frames += [(_frame(forecast, i), method_name, None if t_fc is None else t_fc[i], (i + 1) * step) for i in range(fc.shape[0])]
-    if t_in is not None and t_fc is not None:
-        frames = [(f, kind, t, None if lead is None else float((t - t_in[-1]) / np.timedelta64(1, "m"))) for f, kind, t, lead in frames]
+    geog = _geography(_frame(forecast, 0)) if geography else None
+    im = plot_frame(ax, frames[0][0], title="Forecast (method) +00 min\n0000-00-00 00:00 UTC")
+    _draw_geography(ax, geog)
+    add_colorbar(fig, im, ax=ax, shrink=0.9)
+    handles = _legend_handles(geog)
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small", frameon=False)
+    fig.suptitle(f"{method} nowcast" + (f" from {_when(t_ref)}" if t_ref is not None else ""))
 
     fig.canvas.draw()  # lay out once with a representative title, then keep that layout for every frame
     fig.set_layout_engine("none")
     writer = PillowWriter(fps=fps)
     with atomic_output(path, overwrite=overwrite) as tmp:
         with writer.saving(fig, str(tmp), dpi):
-            for data, kind, t, lead in frames:
+            for data, kind, t, is_forecast in frames:
                 im.set_data(np.ma.masked_invalid(_values(data)))
-                parts = [kind]
-                if lead is not None:
-                    parts.append(f"+{lead:g} min")
-                if t is not None:
-                    parts.append(_hhmm(t))
-                ax.set_title("  ".join(parts), color="black" if lead is None else "#b00020")
+                text = kind if t is None else f"{kind}\n{_when(t)}"
+                ax.set_title(text, fontsize="medium", color="#b00020" if is_forecast else "black")
                 writer.grab_frame()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# optical-flow motion field
+
+
+def _block_centres(n: int, every: int) -> np.ndarray:
+    """Centres, in fractional pixel indices, of the blocks `_block_mean` averages (edge blocks may be short)."""
+    starts = np.arange(0, n, every)
+    ends = np.minimum(starts + every, n)
+    return (starts + ends) / 2.0 - 0.5
+
+
+def _time_step_minutes(field, given) -> float | None:
+    if given is not None:
+        return float(given)
+    seconds = getattr(field, "attrs", {}).get("time_step_seconds")
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        return None
+    return seconds / 60.0 if np.isfinite(seconds) and seconds > 0 else None
+
+
+def _frame_time(field):
+    coords = getattr(field, "coords", None)
+    if coords is not None and "time" in coords and coords["time"].ndim == 0:
+        t = np.asarray(coords["time"].values)
+        if np.issubdtype(t.dtype, np.datetime64):
+            return t
+    return None
+
+
+def speed_kmh(pixels_per_step: float, pixel_m: float, step_minutes: float) -> float:
+    """Speed in km/h of a displacement of ``pixels_per_step`` grid cells of ``pixel_m`` metres each step."""
+    return pixels_per_step * pixel_m / 1000.0 / (step_minutes / 60.0)
+
+
+def plot_motion_field(
+    frame_da,
+    velocity,
+    path,
+    title: str | None = None,
+    overwrite: bool = True,
+    every: int | None = None,
+    time_step_minutes: float | None = None,
+    dpi: float = 100,
+    geography: bool = True,
+) -> Figure:
+    """Arrows of an optical-flow field over a reflectivity image, pointing where the echoes move.
+
+    velocity (2, H, W) in pixels per time step, the pysteps convention: [0] along columns (x, to the right),
+    [1] along rows (downwards on the image).  frame_da (H, W) in dBZ; its x/y coordinates (if any) put the
+    image in km, north up, with a graticule when the grid mapping is known.  Arrows are block means over
+    ``every`` x ``every`` pixels (default: about 25 across).  The key gives pixels per step and, when the
+    pixel size (metres) and the time step (``time_step_minutes`` or the frame's ``time_step_seconds``)
+    are known, km/h.  The Quiver (gid "motion", in ``fig.axes[0].collections``) holds U = rightward and
+    V = upward-on-screen components in pixels per step (V is along +row on pixel axes, which point down).
+    """
+    data = _values(frame_da)
+    vel = np.asarray(velocity, dtype=float)
+    if data.ndim != 2:
+        raise NowcastError(f"plot_motion_field needs a 2-D reflectivity frame, got shape {data.shape}")
+    if vel.shape != (2,) + data.shape:
+        raise NowcastError(f"velocity must have shape (2, {data.shape[0]}, {data.shape[1]}) like the frame, got {vel.shape}")
+    H, W = data.shape
+    every = max(1, int(every) if every is not None else int(round(max(H, W) / 25.0)))
+    xs, ys = _coord(frame_da, "x", None), _coord(frame_da, "y", None)
+    km_mode = xs is not None and ys is not None
+
+    u, v = _block_mean(vel[0], every), _block_mean(vel[1], every)
+    cols, rows = np.meshgrid(_block_centres(W, every), _block_centres(H, every))
+    if km_mode:
+        dx = (xs[-1] - xs[0]) / (W - 1) if W > 1 else 1000.0
+        dy = (ys[-1] - ys[0]) / (H - 1) if H > 1 else -1000.0
+        px, py = (xs[0] + cols * dx) / 1000.0, (ys[0] + rows * dy) / 1000.0
+        # +column is +x when x grows with the column; +row is -y on the usual north-up grid (y falls with the row)
+        U, V = u * np.sign(dx), v * np.sign(dy)
+        cell = abs(dx) / 1000.0  # km of plot per pixel of motion
+    else:
+        px, py = cols, rows
+        U, V = u, v  # pixel axes: the row axis points down, so +V is drawn downwards
+        cell = 1.0
+
+    step_min = _time_step_minutes(frame_da, time_step_minutes)
+    t = _frame_time(frame_da)
+    if title is None:
+        title = "Motion field (optical flow)" + (f"\n{_when(t)}" if t is not None else "")
+    fig = _new_figure(7.0, 5.6 * min(max(H / W, 0.6), 1.6) + 1.4, dpi)
+    ax = fig.add_subplot()
+    im = plot_frame(ax, frame_da if km_mode else data, title=" ")  # an empty title line keeps room for the key
+    fig.suptitle(title)
+    if geography:
+        _draw_geography(ax, _geography(frame_da))
+    add_colorbar(fig, im, ax=ax, shrink=0.85)
+
+    speeds = np.hypot(U, V)
+    speeds = speeds[np.isfinite(speeds)]
+    typical = float(np.percentile(speeds, 95)) if speeds.size else 0.0
+    typical = typical if typical > 0 else 1.0
+    # scale: pixels per step of motion per plot unit of length; the typical arrow is ~0.9 block long
+    scale = typical / (0.9 * every * cell)
+    q = ax.quiver(px.ravel(), py.ravel(), np.ma.masked_invalid(U).ravel(), np.ma.masked_invalid(V).ravel(),
+                  color="black", angles="xy", scale_units="xy", scale=scale,
+                  width=0.004, headwidth=3.5, headlength=4, pivot="tail")
+    q.set_gid("motion")
+    key = _nice(typical)
+    label = f"{key:g} pixels per step"
+    pixel_m = geo.grid_spacing_m(frame_da) if km_mode else None
+    if pixel_m is not None and step_min is not None:
+        label += f" = {speed_kmh(key, pixel_m, step_min):.3g} km/h"
+    ax.quiverkey(q, 0.02, 1.025, key, label, labelpos="E", coordinates="axes", color="black")
+    _save(fig, path, overwrite)
     return fig
 
 
