@@ -202,6 +202,7 @@ class SamplerConfig:
     min_valid_fraction: float = 0.5  # crops with fewer valid (not NaN) pixels are always drawn again
     max_tries: int = 50  # after this many rejections the last crop is taken as it is
     synthetic_fraction: float = 0.0  # probability that a sample comes from the synthetic pool
+    frame: str = "eulerian"  # or "lagrangian": windows advected along their optical flow (nowcast.lagrangian_windows)
 
     def validate(self) -> None:
         def bad(msg):
@@ -215,6 +216,8 @@ class SamplerConfig:
             bad(f"coarsen factors must be positive integers, got {self.coarsen_factors}")
         if not self.time_strides or any(int(k) < 1 for k in self.time_strides):
             bad(f"time strides must be positive integers, got {self.time_strides}")
+        if self.frame not in ("eulerian", "lagrangian"):
+            bad(f"frame must be eulerian or lagrangian, got {self.frame!r}")
         for name in ("min_echo_fraction", "dry_keep_probability", "min_valid_fraction", "synthetic_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -227,10 +230,20 @@ class WindowSampler:
     ``sample()`` returns one window, ``sample_batch(n)`` a batch, as a dict of float32 arrays:
     ``inputs`` (n_in, h, w) and ``targets`` (n_out, h, w) on the network's [0, 1] scale (no data = 0),
     ``mask`` (n_out, h, w) with 1 where the target has data, 0 where it has none.
+
+    With ``config.frame == "lagrangian"`` every window is cut in Lagrangian coordinates at the time of its
+    last input (``nowcast.lagrangian_windows``); ``motion_cache`` keeps the windows' optical flow (give it a
+    folder to keep the flow across runs; by default it lives in memory).
     """
 
-    def __init__(self, sequences, config: SamplerConfig | None = None, seed: int = 0, synthetic=()):
+    def __init__(self, sequences, config: SamplerConfig | None = None, seed: int = 0, synthetic=(),
+                 motion_cache=None):
         self.config = config or SamplerConfig()
+        if self.config.frame == "lagrangian" and motion_cache is None:
+            from .lagrangian_windows import MotionCache
+
+            motion_cache = MotionCache()
+        self.motion_cache = motion_cache
         self.config.validate()
         self.pools = [self._prepare(sequences), self._prepare(synthetic)]
         if not self.pools[0] and not self.pools[1]:
@@ -331,11 +344,22 @@ class WindowSampler:
         x0 = int(rng.integers(w - size + 1))
         rot = int(rng.integers(4)) if c.flips else 0
         flip = bool(rng.integers(2)) if c.flips else False
-        frames = seq.frames[t0 : t0 + self._span(stride) : stride, y0 : y0 + size, x0 : x0 + size]
+        if c.frame == "lagrangian":
+            frames = self._lagrangian_window(seq, t0, stride, y0, x0, size)
+        else:
+            frames = seq.frames[t0 : t0 + self._span(stride) : stride, y0 : y0 + size, x0 : x0 + size]
         frames = coarsen_dbz(frames, factor)
         frames = dihedral(frames, rot, flip)
         info = dict(sequence=seq.name, start=t0, stride=stride, factor=factor, y=y0, x=x0, rot=rot, flip=flip)
         return frames, info
+
+    def _lagrangian_window(self, seq: SeqData, t0: int, stride: int, y0: int, x0: int, size: int) -> np.ndarray:
+        from .lagrangian_windows import cut_window
+
+        cache = self.motion_cache
+        coarse = cache.coarse(seq.frames, t0, stride, self.config.n_in)
+        return cut_window(seq.frames[t0 : t0 + self._span(stride) : stride],
+                          lambda y, x, h, w: cache.region(coarse, y, x, h, w), self.config.n_in, y0, x0, size)
 
     def _acceptable(self, frames: np.ndarray) -> bool:
         c = self.config
@@ -371,7 +395,7 @@ class WindowSampler:
     def sample_batch(self, batch_size: int) -> dict:
         """A batch of windows stacked along a new first axis."""
         items = [self.sample() for _ in range(int(batch_size))]
-        return {k: np.stack([it[k] for it in items]) for k in ("inputs", "targets", "mask")}
+        return {k: np.stack([it[k] for it in items]) for k in items[0] if k != "info"}
 
 
 class WindowDataset(_IterableDataset):

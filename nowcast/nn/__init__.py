@@ -3,11 +3,13 @@
 from .cells import BLOCKS, ConvLSTMBlock, STLSTMBlock
 from .config import ModelConfig
 from .motiongru import MotionGRU, deform_warp
+from .lagrangian import LagrangianMotionRNN
 from .motionrnn import MotionRNN, build_model, count_parameters
 
 __all__ = [
     "BLOCKS",
     "ConvLSTMBlock",
+    "LagrangianMotionRNN",
     "ModelConfig",
     "MotionGRU",
     "MotionRNN",

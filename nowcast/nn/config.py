@@ -8,6 +8,8 @@ from typing import Any
 
 from ..errors import NowcastError
 
+FRAMES = ("eulerian", "lagrangian")
+
 
 @dataclass
 class ModelConfig:
@@ -23,6 +25,11 @@ class ModelConfig:
     ``residual=True`` (not in the paper): each output frame is the frame read at that step plus the
     network's change, and the output layer starts at zero, so an untrained network forecasts persistence
     and training only has to learn how echoes move and change. It makes short CPU budgets count.
+
+    ``frame="lagrangian"`` (not in the paper; L-CNN and LUPIN): the network works in Lagrangian coordinates.
+    An optical-flow field carries the inputs to the time of the last one and the network's output forward
+    by each lead (``nowcast.nn.lagrangian``); it must be ``residual``, so an untrained network is exactly
+    the optical-flow extrapolation nowcast and training learns growth, decay and motion corrections.
     """
 
     backbone: str = "predrnn"
@@ -40,6 +47,7 @@ class ModelConfig:
     alpha: float = 0.5
     in_channels: int = 1
     residual: bool = False
+    frame: str = "eulerian"
 
     def __post_init__(self):
         self.validate()
@@ -89,6 +97,10 @@ class ModelConfig:
             bad("different hidden sizes per layer only work for convlstm without highway and motion")
         if self.motion and hs[0] < 4:
             bad("MotionGRU needs at least 4 hidden channels (its encoder uses hidden/4)")
+        if self.frame not in FRAMES:
+            bad(f"frame {self.frame!r} unknown; choose one of {', '.join(FRAMES)}")
+        if self.frame == "lagrangian" and not self.residual:
+            bad("a lagrangian model must be residual (its untrained forecast is the extrapolation nowcast)")
         if not 0.0 <= float(self.alpha) <= 1.0:
             bad(f"alpha must lie in [0, 1], got {self.alpha}")
         self.alpha = float(self.alpha)

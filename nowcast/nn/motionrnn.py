@@ -189,6 +189,10 @@ def build_model(config) -> MotionRNN:
         raise NowcastError(f"build_model needs a ModelConfig or dict, got {type(config).__name__}")
     else:
         config.validate()
+    if config.frame == "lagrangian":
+        from .lagrangian import LagrangianMotionRNN  # it extends MotionRNN, so it imports this module
+
+        return LagrangianMotionRNN(config)
     return MotionRNN(config)
 
 

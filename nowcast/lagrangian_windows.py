@@ -1,0 +1,128 @@
+"""Training windows in Lagrangian coordinates, and the optical flow behind them, computed once per window.
+
+A Lagrangian model learns in the frame that moves with the optical flow (nowcast.nn.lagrangian). For
+training, each window's past frames are advected forward to the time of the last input and its future
+frames backward to it, on a region wide enough that the crop is cut *after* advection: the crop then
+has a source everywhere except where the radar itself had none. The loss is taken in that frame.
+
+The flow of a window is the one the forecast would use (Lucas-Kanade on the whole grid, from the window's
+input frames). It costs about a second per window on a national grid, so it is computed once, kept
+coarsened in float16 (flow fields are smooth) in memory and, given a folder, on disk for later runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .motion import advect_frames, estimate_motion
+from .units import DBZ_FLOOR
+
+CACHE_COARSEN = 4  # flow fields are stored at 1/4 of the grid's resolution
+MAX_MARGIN = 96  # pixels of context around a crop (trajectories longer than that leave the region)
+
+
+class MotionCache:
+    """Optical flow of training windows, keyed by the content of their input frames."""
+
+    def __init__(self, folder: str | os.PathLike | None = None, coarsen: int = CACHE_COARSEN):
+        self.folder = Path(folder) if folder is not None else None
+        self.coarsen = int(coarsen)
+        self._fields: dict = {}
+        self.computed = 0  # fields estimated by this process (not read from memory or disk)
+
+    @staticmethod
+    def _key(window: np.ndarray) -> str:
+        # by content, so a sequence split or renamed between runs still finds its windows' flow
+        digest = hashlib.sha1(np.ascontiguousarray(window, dtype=np.float32).tobytes()).hexdigest()[:20]
+        return f"{digest}-{'x'.join(map(str, window.shape))}"
+
+    def coarse(self, frames: np.ndarray, start: int, stride: int, n_in: int) -> np.ndarray:
+        """The flow of the window whose inputs are frames[start::stride][:n_in], at 1/coarsen resolution:
+        (2, ceil(H/c), ceil(W/c)) float16, native pixels per (stride) step."""
+        window = frames[start : start + stride * (n_in - 1) + 1 : stride]
+        key = self._key(window)
+        field = self._fields.get(key)
+        if field is None and self.folder is not None and (self.folder / f"{key}.npy").exists():
+            field = np.load(self.folder / f"{key}.npy", allow_pickle=False)
+        if field is None:
+            field = block_mean(estimate_motion(window), self.coarsen).astype(np.float16)
+            self.computed += 1
+            if self.folder is not None:
+                self._save(key, field)
+        self._fields[key] = field
+        return field
+
+    def _save(self, key: str, field: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{key}.{os.getpid()}.tmp.npy"
+        np.save(tmp, field, allow_pickle=False)
+        os.replace(tmp, self.folder / f"{key}.npy")
+
+    def region(self, coarse: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+        """Native-resolution flow on rows y0..y0+h-1, columns x0..x0+w-1 (beyond the grid: the edge's flow)."""
+        c = self.coarsen
+        ys = (np.arange(y0, y0 + h, dtype=np.float64) - (c - 1) / 2.0) / c
+        xs = (np.arange(x0, x0 + w, dtype=np.float64) - (c - 1) / 2.0) / c
+        gy, gx = np.meshgrid(ys, xs, indexing="ij")
+        return np.stack([ndimage.map_coordinates(comp.astype(np.float32), [gy, gx], order=1, mode="nearest")
+                         for comp in coarse]).astype(np.float32)
+
+
+def block_mean(field: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over factor x factor blocks of (C, H, W); partial blocks at the edges average what they hold."""
+    if factor == 1:
+        return field
+    c, h, w = field.shape
+    ph, pw = (-h) % factor, (-w) % factor
+    padded = np.pad(field.astype(np.float64), ((0, 0), (0, ph), (0, pw)), constant_values=np.nan)
+    blocks = padded.reshape(c, (h + ph) // factor, factor, (w + pw) // factor, factor)
+    return np.nanmean(blocks, axis=(2, 4))
+
+
+def cut_window(frames: np.ndarray, velocity_of, n_in: int, y0: int, x0: int, size: int) -> np.ndarray:
+    """A (L, size, size) dBZ window in Lagrangian coordinates at time n_in - 1, NaN where there is no source.
+
+    frames: the window's L frames on the whole grid (L, H, W), NaN = no data. velocity_of(y, x, h, w)
+    returns the flow (2, h, w) on a region of the grid (it may reach beyond the grid). Past frame j is
+    advected forward by n_in - 1 - j steps, future frame n_in - 1 + k backward by k steps.
+    """
+    n = frames.shape[0]
+    n_out = n - n_in
+    probe = velocity_of(y0, x0, size, size)
+    speed = float(np.sqrt((probe**2).sum(0)).max()) if probe.size else 0.0
+    margin = min(MAX_MARGIN, int(math.ceil(speed * max(n_in - 1, n_out))) + 2)
+    ry, rx, side = y0 - margin, x0 - margin, size + 2 * margin
+    region = _padded_region(frames, ry, rx, side)
+    velocity = torch.from_numpy(velocity_of(ry, rx, side, side))[None]
+    valid = np.isfinite(region)
+    filled = torch.from_numpy(np.where(valid, region, DBZ_FLOOR).astype(np.float32))[None]
+    known = torch.from_numpy(valid.astype(np.float32))[None]
+    past_leads = range(n_in - 1, -1, -1)
+    future_leads = range(1, n_out + 1)
+    past, past_in = advect_frames(filled[:, :n_in], velocity, past_leads)
+    past_known, _ = advect_frames(known[:, :n_in], velocity, past_leads)
+    future, future_in = advect_frames(filled[:, n_in:], -velocity, future_leads)
+    future_known, _ = advect_frames(known[:, n_in:], -velocity, future_leads)
+    out = torch.cat([past, future], 1)[0]
+    # a pixel has a source only if its trajectory stays on the region and all four neighbours had data
+    ok = torch.cat([past_in & (past_known > 0.999), future_in & (future_known > 0.999)], 1)[0]
+    out = torch.where(ok, out, torch.full_like(out, float("nan")))
+    return out[:, margin : margin + size, margin : margin + size].numpy()
+
+
+def _padded_region(frames: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:
+    """frames[:, y0:y0+side, x0:x0+side] with NaN where the region reaches beyond the grid."""
+    n, h, w = frames.shape
+    out = np.full((n, side, side), np.nan, dtype=np.float32)
+    sy0, sx0 = max(y0, 0), max(x0, 0)
+    sy1, sx1 = min(y0 + side, h), min(x0 + side, w)
+    if sy1 > sy0 and sx1 > sx0:
+        out[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = frames[:, sy0:sy1, sx0:sx1]
+    return out

@@ -1,0 +1,153 @@
+"""Motion fields from radar frames, and semi-Lagrangian advection in torch.
+
+Conventions (those of pysteps, so fields can be handed back and forth):
+- a velocity field is (2, H, W) float32: [0] = x (columns, right positive), [1] = y (rows, down positive),
+  in grid pixels per time step of the frames it was estimated from;
+- advection is backward semi-Lagrangian: the value at pixel p after k steps is the source frame sampled
+  (bilinearly) at p + D_k(p), where the displacement D_k points upstream. D_k is built step by step with the
+  midpoint rule that pysteps' ``extrapolation.semilagrangian`` uses, so a frame advected here equals pysteps'
+  extrapolation up to floating-point rounding. Points whose trajectory leaves the grid have no source:
+  they are marked invalid (pysteps fills them with ``outval``).
+
+Everything in torch is batched, differentiable with respect to the advected field, and runs on CPU or CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .units import DBZ_FLOOR
+
+
+def estimate_motion(frames_dbz, method: str = "LK") -> np.ndarray:
+    """Optical-flow motion of a (T, H, W) dBZ sequence (NaN = no data): (2, H, W) pixels per step.
+
+    pysteps' dense Lucas-Kanade by default, with no data and no echo both at the floor (as the
+    extrapolation baseline does). A sequence without trackable features gives a zero field.
+    """
+    frames = np.asarray(frames_dbz, dtype=np.float64)
+    if frames.ndim != 3 or frames.shape[0] < 2:
+        raise ValueError(f"motion needs frames shaped (T >= 2, H, W), got {frames.shape}")
+    with contextlib.redirect_stdout(io.StringIO()):  # pysteps announces its config file on import
+        from pysteps import motion as pmotion
+    filled = np.nan_to_num(frames, nan=DBZ_FLOOR)
+    with warnings.catch_warnings():
+        # LK warns about singular matrices on echo-free or uniform areas; harmless here
+        warnings.simplefilter("ignore")
+        velocity = pmotion.get_method(method)(filled, verbose=False)
+    velocity = np.nan_to_num(np.asarray(velocity, dtype=np.float32), nan=0.0)
+    return velocity
+
+
+# ---------------------------------------------------------------------------------------------
+# torch advection
+
+
+def _pixel_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """(2, H, W) pixel coordinates [x, y] of every grid point."""
+    ys = torch.arange(h, dtype=like.dtype, device=like.device)
+    xs = torch.arange(w, dtype=like.dtype, device=like.device)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy])
+
+
+def _sample(field: torch.Tensor, coords: torch.Tensor, padding: str) -> torch.Tensor:
+    """Bilinear samples of (B, C, H, W) at pixel coordinates (B, 2, H', W') [x, y]."""
+    h, w = field.shape[-2:]
+    gx = coords[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
+    gy = coords[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)
+    return F.grid_sample(field, grid, mode="bilinear", padding_mode=padding, align_corners=True)
+
+
+def displacements(velocity: torch.Tensor, steps: int) -> torch.Tensor:
+    """Upstream displacements D_1..D_steps of backward semi-Lagrangian advection.
+
+    velocity: (B, 2, H, W) pixels per step -> (B, steps, 2, H, W). Follows pysteps' scheme: at each
+    step the velocity is read at the midpoint of the step's path, and the velocity beyond the grid is
+    that of the nearest edge pixel.
+    """
+    if velocity.dim() != 4 or velocity.shape[1] != 2:
+        raise ValueError(f"velocity must be (B, 2, H, W), got {tuple(velocity.shape)}")
+    with _full_precision(velocity):
+        velocity = velocity.float()
+        b, _, h, w = velocity.shape
+        xy = _pixel_grid(h, w, velocity).unsqueeze(0)
+        disp = torch.zeros_like(velocity)
+        increment = velocity
+        out = []
+        for _ in range(int(steps)):
+            increment = _sample(velocity, xy + disp - increment / 2.0, "border")
+            disp = disp - increment
+            increment = _sample(velocity, xy + disp, "border")
+            out.append(disp)
+        return torch.stack(out, 1)
+
+
+def inside(disp: torch.Tensor, tolerance: float = 1e-4) -> torch.Tensor:
+    """Where p + D stays on the grid (bool, same shape as ``disp`` without its component axis)."""
+    h, w = disp.shape[-2:]
+    xy = _pixel_grid(h, w, disp)
+    x = xy[0] + disp.select(-3, 0)
+    y = xy[1] + disp.select(-3, 1)
+    return (x >= -tolerance) & (x <= w - 1 + tolerance) & (y >= -tolerance) & (y <= h - 1 + tolerance)
+
+
+def warp(field: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
+    """Sample fields (B, H, W) at p + D for displacements (B, 2, H, W); zero beyond the grid.
+
+    Differentiable with respect to ``field``. Use :func:`inside` for where the result has a source.
+    """
+    squeeze = field.dim() == 3
+    f = field.unsqueeze(1) if squeeze else field
+    h, w = f.shape[-2:]
+    coords = _pixel_grid(h, w, disp).unsqueeze(0) + disp.to(f.dtype)
+    out = _sample(f, coords, "zeros")
+    return out[:, 0] if squeeze else out
+
+
+def extrapolate(frame: torch.Tensor, velocity: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advect (B, H, W) frames by 1..steps steps of ``velocity``: (B, steps, H, W) and its validity mask."""
+    disp = displacements(velocity, steps)
+    b, n = disp.shape[:2]
+    flat = disp.reshape(b * n, *disp.shape[2:])
+    src = frame.unsqueeze(1).expand(b, n, *frame.shape[-2:]).reshape(b * n, *frame.shape[-2:])
+    out = warp(src, flat).reshape(b, n, *frame.shape[-2:])
+    return out, inside(disp)
+
+
+def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advect frame j of (B, N, H, W) by ``leads[j]`` steps of ``velocity`` (B, 2, H, W) (0 = unchanged).
+
+    Returns the advected frames and where they have a source on the grid (bool, same shape). The three uses:
+    past frames into Lagrangian coordinates (leads N-1 .. 0), a Lagrangian forecast back onto the grid
+    (leads 1 .. N), and observed future frames into Lagrangian coordinates (``-velocity``, leads 1 .. N).
+    """
+    leads = [int(k) for k in leads]
+    if len(leads) != frames.shape[1]:
+        raise ValueError(f"{len(leads)} leads for {frames.shape[1]} frames")
+    if min(leads) < 0:
+        raise ValueError("leads must not be negative")
+    b, n, h, w = frames.shape
+    most = max(leads)
+    disp = displacements(velocity, most) if most else velocity.new_zeros(b, 0, 2, h, w)
+    # lead 0 is the identity: a zero displacement
+    disp = torch.cat([velocity.new_zeros(b, 1, 2, h, w).float(), disp], 1)[:, leads]  # (B, N, 2, H, W)
+    flat = disp.reshape(b * n, 2, h, w)
+    out = warp(frames.reshape(b * n, h, w), flat).reshape(b, n, h, w)
+    # lead 0 exactly unchanged (the bilinear round trip through normalised coordinates is not bit-exact)
+    still = torch.tensor([k == 0 for k in leads], device=frames.device).view(1, n, 1, 1)
+    return torch.where(still, frames.to(out.dtype), out), inside(disp)
+
+
+@contextlib.contextmanager
+def _full_precision(t: torch.Tensor):
+    """Trajectories are integrated in float32 even inside a bf16 autocast region."""
+    with torch.autocast(device_type=t.device.type, enabled=False):
+        yield

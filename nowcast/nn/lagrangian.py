@@ -1,0 +1,59 @@
+"""MotionRNN in Lagrangian coordinates: optical flow carries the motion, the network learns the rest.
+
+Sources: Ritvanen et al., "Advection-free convolutional neural network for convective rainfall nowcasting"
+(L-CNN, IEEE JSTARS 2023) and LUPIN (Applied Computing and Geosciences 2025); see docs/lagrangian.md.
+
+With inputs I(t-T+1 .. t) and a motion field V (pixels per step, nowcast.motion conventions):
+1. every past frame is advected forward to time t: J(t-k) = A_V^k I(t-k), so a pattern that moves with V
+   stands still in J;
+2. the recurrent network (residual: each output is the frame it read plus a learned change) forecasts the
+   Lagrangian future K(t+1 .. t+n) from J; untrained (zero change) it gives K = I(t);
+3. each K(t+k) is advected forward by k steps: F(t+k) = A_V^k K(t+k). With K = I(t) that is exactly the
+   extrapolation nowcast.
+The MotionGRU offsets therefore describe motion relative to the optical flow: a learned correction.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import motion as advection
+from ..errors import NowcastError
+from .config import ModelConfig
+from .motionrnn import MotionRNN
+
+
+class LagrangianMotionRNN(MotionRNN):
+    """A MotionRNN (any backbone, with or without MotionGRU) that reads and writes Lagrangian frames.
+
+    ``model(frames, n_out, motion=V)``: frames (B, T, H, W) on the [0, 1] scale in ordinary (Eulerian)
+    coordinates and V (B, 2, H, W) -> forecasts (B, n_out, H, W) on the grid; pixels whose trajectory
+    comes from beyond the grid are the floor there (``nowcast.motion.advect_frames`` tells where).
+    Without ``motion`` the frames are taken to be in Lagrangian coordinates already and the Lagrangian
+    forecast K is returned: that is how training uses it (the sampler cuts Lagrangian windows, so the
+    loss is taken in the frame where the network works; ``truth`` must then be Lagrangian too).
+    Same weights and state-dict keys as the MotionRNN it extends.
+    """
+
+    def __init__(self, config: ModelConfig):
+        if config.frame != "lagrangian" or not config.residual:
+            raise NowcastError("LagrangianMotionRNN needs a config with frame='lagrangian' and residual=True")
+        super().__init__(config)
+
+    def forward(self, frames, n_out=None, truth=None, sampling_mask=None, return_motion: bool = False,
+                motion: torch.Tensor | None = None):
+        if motion is None:
+            return super().forward(frames, n_out, truth=truth, sampling_mask=sampling_mask,
+                                   return_motion=return_motion)
+        if frames.dim() != 4:
+            raise NowcastError(f"a lagrangian model reads (B, T, H, W) frames, got {tuple(frames.shape)}")
+        n_out = self.config.output_frames if n_out is None else int(n_out)
+        steps = frames.shape[1]
+        lagrangian, _ = advection.advect_frames(frames, motion, range(steps - 1, -1, -1))
+        if truth is not None:
+            truth, _ = advection.advect_frames(truth, -motion, range(1, truth.shape[1] + 1))
+        res = super().forward(lagrangian, n_out, truth=truth, sampling_mask=sampling_mask,
+                              return_motion=return_motion)
+        future = res[0] if return_motion else res
+        out, _ = advection.advect_frames(future, motion, range(1, n_out + 1))
+        return (out, res[1]) if return_motion else out
