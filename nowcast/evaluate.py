@@ -18,6 +18,19 @@ from .verify import DEFAULT_THRESHOLDS, ScoreAccumulator, normalize_thresholds, 
 from .windows import iter_windows
 
 
+def common_targets(targets: np.ndarray, forecasts) -> np.ndarray:
+    """The targets with NaN wherever some method has no forecast, so every method is scored on the same pixels.
+
+    Methods that advect (extrapolation, Lagrangian models) have no forecast where the trajectory comes from
+    beyond the grid; persistence has one everywhere. Scoring each on its own pixels would compare them on
+    different areas.
+    """
+    missing = np.zeros(targets.shape, dtype=bool)
+    for fc in forecasts:
+        missing |= np.isnan(fc)
+    return np.where(missing, np.nan, targets) if missing.any() else targets
+
+
 def evaluate(
     sequences: Sequence[tuple[str, object]],
     methods: Sequence,
@@ -36,8 +49,9 @@ def evaluate(
 
     Returns {"windows", "skipped_windows", "too_short_sequences", "input_frames", "lead_frames",
     "time_step_minutes", "thresholds_dbz", "data", "data_windows", "results": {method name: scores}},
-    scores as ScoreAccumulator.result() plus "seconds_per_window". Raises NowcastError when no
-    sequence yields a single window.
+    scores as ScoreAccumulator.result() plus "seconds_per_window". Every method is scored on the same
+    pixels: those where the radar has data and every method has a forecast (``common_targets``).
+    Raises NowcastError when no sequence yields a single window.
     """
     thresholds = normalize_thresholds(thresholds)
     methods = list(methods)
@@ -69,6 +83,7 @@ def evaluate(
     done = 0
     for data_name, ws in window_sets:
         for inputs, targets, _ in ws.batches(batch_size):
+            forecasts = {}
             for name, method in zip(names, methods):
                 t0 = time.perf_counter()
                 fc = method(inputs, n_out)
@@ -78,7 +93,10 @@ def evaluate(
                     raise NowcastError(
                         f"method {name} returned shape {fc.shape} for {data_name}, expected {targets.shape}"
                     )
-                accs[name].update(fc, targets)
+                forecasts[name] = fc
+            common = common_targets(targets, forecasts.values())
+            for name in names:
+                accs[name].update(forecasts[name], common)
             done += len(inputs)
             if progress is not None:
                 progress(done, total)

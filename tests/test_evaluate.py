@@ -172,3 +172,17 @@ def test_cli_names_two_runs_best_checkpoints_by_their_paths(tmp_path, capsys):
     rc = main(["evaluate", str(tmp_path / "radar.nc"), "--units", "dBZ", "--model", paths[0], "--model", paths[0],
                "--device", "cpu"])
     assert rc == 2 and "named twice" in capsys.readouterr().err
+
+
+def test_methods_are_scored_on_the_pixels_all_of_them_forecast():
+    from nowcast.evaluate import common_targets
+
+    targets = np.full((1, 2, 3, 4), 35.0, dtype=np.float32)
+    targets[0, 0, 0, 0] = np.nan
+    a = np.full_like(targets, 35.0)
+    b = a.copy()
+    b[0, 1, :, 0] = np.nan  # an advecting method: no forecast on the inflow column at lead 2
+    common = common_targets(targets, [a, b])
+    assert np.isnan(common[0, 0, 0, 0]) and np.isnan(common[0, 1, :, 0]).all()
+    assert int(np.isfinite(common).sum()) == targets.size - 1 - 3
+    assert common_targets(targets, [a]) is targets  # nothing to drop: no copy
