@@ -1,4 +1,4 @@
-# nowcast in a container: CPU build of torch, pysteps for the extrapolation baseline.
+# nowcast in a container: CPU build of torch, then the package (pysteps and pyproj come with it).
 #   docker build -t nowcast .
 #   docker run --rm -v "$PWD:/data" nowcast predict /data/radar.nc -o /data/forecast.nc
 # For a GPU image, replace the torch line with a CUDA build and run with --gpus all.
@@ -14,7 +14,7 @@ COPY pyproject.toml README.md ./
 COPY nowcast ./nowcast
 COPY models ./models
 COPY sample_data ./sample_data
-RUN pip install ".[pysteps]" && nowcast --version
+RUN pip install . && nowcast --version
 
 # Runs as an unprivileged user; mount data at /data.
 RUN useradd --create-home nowcast

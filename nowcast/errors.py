@@ -18,3 +18,7 @@ class MissingDependencyError(NowcastError):
 
 class NowcastWarning(UserWarning):
     """Something was done to the input that the user should know about (printed, not fatal)."""
+
+
+class NowcastNote(NowcastWarning):
+    """Information about a choice nowcast made for the user (printed as a note, not a warning)."""

@@ -1,4 +1,10 @@
-"""Forecasts as CF-1.8 netCDF: `reflectivity` in dBZ on (time, y, x) with real future timestamps."""
+"""Forecasts (and motion fields) as CF-1.8 netCDF with real future timestamps and the input's grid.
+
+A forecast file holds one data variable on (time, y, x): ``reflectivity`` in dBZ, or ``rain_rate`` in
+mm h-1 (Marshall-Palmer back-conversion, no echo = 0 mm/h). Beside it: the input's x/y coordinates
+and grid mapping, 2-D ``lat``/``lon`` when the grid mapping is understood, ``forecast_reference_time``
+and ``forecast_period``. Coordinates carry no _FillValue (they never have missing values).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,31 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
+from . import units as U
 from .atomic import atomic_output
+from .errors import NowcastError
 from .radar import time_step
+
+DBZ = "dBZ"
+RAIN_RATE = "mm/h"
+OUTPUT_UNITS = (DBZ, RAIN_RATE)
+_RAIN_RATE_SPELLINGS = {"mm/h", "mmh-1", "mm/hr", "mmhr-1", "mmh^-1"}
+
+# Coordinates never have missing values: writing a _FillValue for them only confuses readers.
+_NO_FILL = {"_FillValue": None}
+
+
+def output_units(text: str | None, inputs: xr.DataArray | None = None) -> str:
+    """'dBZ' or 'mm/h' from the user's spelling; None means the input's kind (rain in, rain out)."""
+    if text is None:
+        kind = inputs.attrs.get("input_kind") if inputs is not None else None
+        return RAIN_RATE if kind in ("rate", "accumulation") else DBZ
+    spelled = "".join(str(text).lower().split())
+    if spelled == "dbz":
+        return DBZ
+    if spelled in _RAIN_RATE_SPELLINGS:
+        return RAIN_RATE
+    raise NowcastError(f"output units {text!r} are not understood; choose dBZ or mm/h")
 
 
 def forecast_dataarray(values, inputs: xr.DataArray, method: str) -> xr.DataArray:
@@ -41,15 +70,103 @@ def forecast_dataarray(values, inputs: xr.DataArray, method: str) -> xr.DataArra
     return out
 
 
-def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | None = None) -> xr.Dataset:
-    """A CF-1.8 Dataset ready for netCDF, with packing and compression encodings set."""
-    da = forecast.copy()
-    grid_mapping = da.attrs.get("grid_mapping")
-    ds = da.to_dataset(name="reflectivity")
-    if "crs" in ds.coords:
-        ds = ds.reset_coords("crs")
-        ds["crs"] = ds["crs"].astype(np.int32)
-    ref = np.datetime64(da["forecast_reference_time"].values, "s")
+def dbz_to_rain_rate(dbz: np.ndarray) -> np.ndarray:
+    """Forecast dBZ -> mm/h with Marshall-Palmer; no echo (the floor) is 0 mm/h, no data stays NaN."""
+    dbz = np.asarray(dbz, dtype=np.float32)
+    rate = U.dbz_to_rainrate(dbz).astype(np.float32)
+    rate[dbz <= U.DBZ_FLOOR] = 0.0
+    return rate
+
+
+def _data_variable(forecast: xr.DataArray, method: str, units: str) -> tuple[str, xr.DataArray]:
+    """The forecast's data variable in the requested units, with its CF attributes and encoding."""
+    chunks = (1,) + tuple(forecast.shape[1:])
+    if units == DBZ:
+        da = forecast.copy()
+        da.attrs.pop("method", None)
+        da.encoding = {"dtype": "int16", "scale_factor": np.float32(0.01), "add_offset": np.float32(0.0),
+                       "_FillValue": np.int16(-32768), "zlib": True, "complevel": 4, "chunksizes": chunks}
+        return "reflectivity", da
+    da = forecast.copy(data=dbz_to_rain_rate(forecast.values))
+    da.attrs = {
+        "units": "mm h-1",
+        "standard_name": "lwe_precipitation_rate",
+        "long_name": f"forecast rain rate ({method}), from reflectivity by Marshall-Palmer Z = 200 R^1.6",
+    }
+    if "grid_mapping" in forecast.attrs:
+        da.attrs["grid_mapping"] = forecast.attrs["grid_mapping"]
+    # float32, not packed: heavy rain reaches hundreds of mm/h and int16 steps of 0.01 would overflow.
+    da.encoding = {"dtype": "float32", "_FillValue": np.float32(np.nan), "zlib": True, "complevel": 4,
+                   "chunksizes": chunks}
+    return "rain_rate", da
+
+
+def _cell_bounds(centres: np.ndarray) -> np.ndarray:
+    """(n, 2) cell edges halfway between centres; the outer edges mirror the nearest half-step."""
+    c = np.asarray(centres, dtype=np.float64)
+    if c.size < 2:
+        return np.stack([c, c], axis=1)
+    mid = (c[1:] + c[:-1]) / 2
+    edges = np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+    return np.stack([edges[:-1], edges[1:]], axis=1)
+
+
+def _add_axis_bounds(ds: xr.Dataset) -> xr.Dataset:
+    """Write x_bounds/y_bounds where the axis attributes reference them (CF: a reference must resolve)."""
+    for axis in ("x", "y"):
+        if axis not in ds.coords:
+            continue
+        name = ds[axis].attrs.get("bounds")
+        if not name:
+            continue
+        ds[name] = xr.DataArray(_cell_bounds(ds[axis].values), dims=(axis, "nv"))
+        ds[name].encoding = dict(_NO_FILL)
+    return ds
+
+
+def _add_latlon(ds: xr.Dataset, forecast: xr.DataArray, data_name: str) -> xr.Dataset:
+    """2-D latitude/longitude from the grid mapping (pyproj), when nowcast.geo understands it."""
+    try:
+        from .geo import latlon
+    except ImportError:  # pragma: no cover  (geo is part of the package; pyproj a core dependency)
+        return ds
+    found = latlon(forecast)
+    if found is None:
+        return ds
+    lat, lon = found
+    ds = ds.assign_coords(
+        lat=(("y", "x"), np.asarray(lat, dtype=np.float64),
+             {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north"}),
+        lon=(("y", "x"), np.asarray(lon, dtype=np.float64),
+             {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east"}),
+    )
+    for name in ("lat", "lon"):
+        ds[name].encoding = dict(_NO_FILL)
+    return ds
+
+
+def _grid_mapping_variable(ds: xr.Dataset) -> xr.Dataset:
+    """The grid mapping as a plain int32 variable that lists no coordinates of its own."""
+    if "crs" not in ds.coords:
+        return ds
+    ds = ds.reset_coords("crs")
+    ds["crs"] = ds["crs"].astype(np.int32)
+    ds["crs"].attrs.pop("coordinates", None)
+    # Stop xarray from writing `coordinates = "forecast_reference_time"` onto the grid mapping.
+    ds["crs"].encoding["coordinates"] = None
+    return ds
+
+
+def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | None = None,
+                  units: str = DBZ) -> xr.Dataset:
+    """A CF-1.8 Dataset ready for netCDF, with packing, compression and fill values set."""
+    units = output_units(units)
+    name, da = _data_variable(forecast, method, units)
+    ds = da.to_dataset(name=name)
+    ds = _grid_mapping_variable(ds)
+    ds = _add_latlon(ds, forecast, name)
+    ds = _add_axis_bounds(ds)
+    ref = np.datetime64(forecast["forecast_reference_time"].values, "s")
     ref_text = str(ref).replace("T", " ")
     ds["time"].attrs = {"standard_name": "time", "long_name": "valid time", "axis": "T"}
     ds["forecast_reference_time"].attrs = {
@@ -59,13 +176,12 @@ def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | No
         if axis in ds.coords and "axis" not in ds[axis].attrs:
             ds[axis].attrs.setdefault("standard_name", f"projection_{axis}_coordinate")
             ds[axis].attrs["axis"] = axis.upper()
-    if grid_mapping:
-        ds["reflectivity"].attrs["grid_mapping"] = grid_mapping
-    ds["reflectivity"].attrs.pop("method", None)
+        if axis in ds.coords:
+            ds[axis].encoding = dict(_NO_FILL)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     ds.attrs = {
         "Conventions": "CF-1.8",
-        "title": f"Radar reflectivity nowcast ({method})",
+        "title": f"Radar {'reflectivity' if units == DBZ else 'rain-rate'} nowcast ({method})",
         "institution": "made with nowcast (open-source precipitation nowcasting)",
         "source": f"nowcast {__version__}; method: {method}",
         "history": f"{now}: nowcast {__version__} forecast from {ref_text} UTC",
@@ -76,20 +192,71 @@ def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | No
     if inputs is not None and "source_files" in inputs.attrs:
         ds.attrs["input_files"] = inputs.attrs["source_files"]
         ds.attrs["input_conversion"] = inputs.attrs.get("conversion", "")
-    ds["reflectivity"].encoding = {
-        "dtype": "int16", "scale_factor": np.float32(0.01), "add_offset": np.float32(0.0), "_FillValue": np.int16(-32768),
-        "zlib": True, "complevel": 4, "chunksizes": (1,) + tuple(da.shape[1:]),
-    }
-    ds["time"].encoding = {"units": f"minutes since {ref_text}", "calendar": "standard", "dtype": "float64"}
-    ds["forecast_reference_time"].encoding = {"units": f"minutes since {ref_text}", "calendar": "standard"}
-    ds["forecast_period"].encoding = {"units": "minutes", "dtype": "float64"}
+    ds["time"].encoding = {"units": f"minutes since {ref_text}", "calendar": "standard", "dtype": "float64",
+                           **_NO_FILL}
+    ds["forecast_reference_time"].encoding = {"units": f"minutes since {ref_text}", "calendar": "standard",
+                                              **_NO_FILL}
+    ds["forecast_period"].encoding = {"units": "minutes", "dtype": "float64", **_NO_FILL}
     return ds
 
 
 def write_forecast(forecast: xr.DataArray, path, method: str | None = None, inputs=None,
-                   overwrite: bool = False) -> None:
-    """Write a forecast DataArray (from `forecast_dataarray`) atomically as CF netCDF."""
+                   overwrite: bool = False, units: str = DBZ) -> None:
+    """Write a forecast DataArray (from `forecast_dataarray`, in dBZ) atomically as CF netCDF.
+
+    units: 'dBZ' (variable ``reflectivity``) or 'mm/h' (variable ``rain_rate``).
+    """
     method = method or forecast.attrs.get("method", "unknown")
-    ds = to_cf_dataset(forecast, method, inputs)
+    ds = to_cf_dataset(forecast, method, inputs, units=units)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4")
+
+
+def motion_dataset(velocity, frame: xr.DataArray, step_minutes: float | None = None) -> xr.Dataset:
+    """An optical-flow motion field (2, H, W) as CF variables on the frame's grid.
+
+    velocity[0] is the motion along x (columns, to the right), velocity[1] along y (rows, downwards),
+    both in grid cells per time step (the pysteps convention).
+    """
+    velocity = np.asarray(velocity, dtype=np.float32)
+    if velocity.ndim != 3 or velocity.shape[0] != 2 or velocity.shape[1:] != frame.shape[-2:]:
+        raise NowcastError(f"a motion field must be (2, {frame.shape[-2]}, {frame.shape[-1]}), "
+                           f"got {velocity.shape}")
+    per_step = f"grid cells per {step_minutes:g}-minute step" if step_minutes else "grid cells per time step"
+    coords = {c: frame[c] for c in ("y", "x") if c in frame.coords}
+    ds = xr.Dataset(
+        {
+            "motion_x": (("y", "x"), velocity[0], {
+                "long_name": f"motion along the x axis (columns, to the right) in {per_step}", "units": "1"}),
+            "motion_y": (("y", "x"), velocity[1], {
+                "long_name": f"motion along the y axis (rows, downwards in the image) in {per_step}",
+                "units": "1"}),
+        },
+        coords=coords,
+    )
+    if "crs" in frame.coords:
+        ds["crs"] = xr.DataArray(np.int32(0), attrs={k: v for k, v in frame["crs"].attrs.items()
+                                                     if k != "coordinates"})
+        for name in ("motion_x", "motion_y"):
+            ds[name].attrs["grid_mapping"] = "crs"
+    for name in ("motion_x", "motion_y"):
+        ds[name].encoding = {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)}
+    for axis in ("x", "y"):
+        if axis in ds.coords:
+            ds[axis].encoding = dict(_NO_FILL)
+    if "time" in frame.coords and frame["time"].ndim == 0:
+        ds.attrs["valid_time"] = str(np.datetime64(frame["time"].values, "s")) + "Z"
+    ds.attrs.update({"Conventions": "CF-1.8",
+                     "title": "Optical-flow motion field of the last observed radar frames",
+                     "source": f"nowcast {__version__}; Lucas-Kanade optical flow (pysteps)"})
+    if step_minutes:
+        ds.attrs["time_step_minutes"] = float(step_minutes)
+    return ds
+
+
+def write_motion(velocity, frame: xr.DataArray, path, step_minutes: float | None = None,
+                 overwrite: bool = False) -> None:
+    """Write a motion field (see `motion_dataset`) atomically as CF netCDF."""
+    ds = motion_dataset(velocity, frame, step_minutes)
     with atomic_output(path, overwrite=overwrite) as tmp:
         ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4")

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from . import units as U
-from .errors import NowcastError, NowcastWarning
+from .errors import NowcastError, NowcastNote, NowcastWarning
 
 # Hard limits beyond which values cannot be weather: refuse rather than forecast garbage.
 MAX_PHYSICAL_DBZ = 100.0
@@ -90,7 +90,10 @@ def expand_paths(paths) -> list[Path]:
         if any(ch in s for ch in "*?[") and not Path(s).exists():
             matches = sorted(globmod.glob(s))
             if not matches:
-                raise NowcastError("no file matches this pattern", s)
+                # A name with brackets only (radar[test].nc) is more likely a file name than a pattern.
+                looks_like_pattern = any(ch in s for ch in "*?")
+                raise NowcastError("no file matches this pattern" if looks_like_pattern
+                                   else "file not found (nor any file matching it as a pattern)", s)
             found.extend(Path(m) for m in matches)
         else:
             found.append(Path(s))
@@ -139,21 +142,36 @@ def data_candidates(ds: xr.Dataset) -> list[str]:
     return out
 
 
-def _choose_variable(ds: xr.Dataset, path: Path, variable: str | None) -> str:
+def _has_time_axis(var: xr.DataArray) -> bool:
+    """Whether a variable runs along time: a dimension with dates, or one named time."""
+    for dim in var.dims:
+        if dim == "time" or (dim in var.coords and np.issubdtype(var[dim].dtype, np.datetime64)):
+            return True
+    return False
+
+
+def _choose_variable(ds: xr.Dataset, path: Path, variable: str | None) -> tuple[str, str | None]:
+    """The data variable to read, and a note when nowcast chose it among several."""
     candidates = data_candidates(ds)
     if variable is not None:
         if variable not in ds.data_vars:
             raise NowcastError(
                 f"has no variable {variable!r}; candidates: {', '.join(candidates) or 'none'}", path
             )
-        return variable
+        return variable, None
     if not candidates:
         raise NowcastError("has no gridded data variable (need at least 2 dimensions)", path)
-    if len(candidates) > 1:
-        raise NowcastError(
-            f"has several data variables ({', '.join(candidates)}); choose one with --variable", path
-        )
-    return candidates[0]
+    if len(candidates) == 1:
+        return candidates[0], None
+    # Quality layers and masks beside the data are usually static: the one field that runs in time is the data.
+    in_time = [name for name in candidates if _has_time_axis(ds[name])]
+    if len(in_time) == 1:
+        others = ", ".join(name for name in candidates if name != in_time[0])
+        return in_time[0], (f"read {in_time[0]!r}, the only data variable with a time axis "
+                            f"(also in the file: {others}; choose another with --variable)")
+    raise NowcastError(
+        f"has several data variables ({', '.join(candidates)}); choose one with --variable", path
+    )
 
 
 def _time_of_frame(ds: xr.Dataset, path: Path) -> np.ndarray | None:
@@ -185,11 +203,12 @@ class _Frames:
     raw_integer: bool
     grid_mapping: xr.DataArray | None
     accumulation_seconds: float | None
+    choice_note: str | None = None  # how the variable was chosen, when nowcast chose among several
 
 
 def _read_frames(path: Path, variable: str | None, select: dict | None, reduce: str | None) -> _Frames:
     ds = _open_dataset(path)
-    name = _choose_variable(ds, path, variable)
+    name, choice_note = _choose_variable(ds, path, variable)
     da = ds[name]
     raw_dtype = da.encoding.get("dtype", da.dtype)
     raw_integer = np.issubdtype(np.dtype(raw_dtype), np.integer) and "scale_factor" not in da.encoding
@@ -236,7 +255,7 @@ def _read_frames(path: Path, variable: str | None, select: dict | None, reduce: 
     da = da.reset_coords([c for c in da.coords if c not in keep], drop=True)
     da = da.load().astype(np.float32)
     frames = _Frames(path, da, raw_integer, grid_mapping.load() if grid_mapping is not None else None,
-                     _accumulation_seconds(ds))
+                     _accumulation_seconds(ds), choice_note)
     ds.close()
     return frames
 
@@ -318,6 +337,8 @@ def open_radar(
     label = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
     notes: list[str] = []
     frames = [_read_frames(f, variable, select, reduce) for f in files]
+    # One note for the whole sequence, however many per-frame files made the same choice.
+    choices = list(dict.fromkeys(fr.choice_note for fr in frames if fr.choice_note))
 
     for fr in frames:
         t = fr.data["time"].values
@@ -396,11 +417,14 @@ def open_radar(
         "source_files": ", ".join(str(f) for f in files[:5]) + (" ..." if len(files) > 5 else ""),
         "conversion": conversion,
         "time_step_seconds": float(step / np.timedelta64(1, "s")) if step is not None else float("nan"),
+        "input_kind": rule.kind,  # dbz | rate | accumulation | pixels: forecasts default to this kind
     }
     if gm is not None:
         out.attrs["grid_mapping"] = "crs"
-    if notes:
-        out.attrs["nowcast_notes"] = "; ".join(notes)
+    if notes or choices:
+        out.attrs["nowcast_notes"] = "; ".join(choices + notes)
+    for n in choices:
+        warnings.warn(f"{label}: {n}", NowcastNote, stacklevel=2)
     for n in notes:
         warnings.warn(f"{label}: {n}", NowcastWarning, stacklevel=2)
     return out

@@ -230,3 +230,37 @@ def test_shared_radar_files_open_as_documented(name, frames, step, shape, p30, p
     assert 100 * (v[valid] >= 30).mean() == pytest.approx(p30, abs=0.002)
     assert 100 * (v[valid] >= 40).mean() == pytest.approx(p40, abs=0.002)
     assert "crs" in da.coords
+
+
+def test_the_only_variable_with_a_time_axis_is_read_with_one_note(tmp_path):
+    """ODIM/CF style: reflectivity (time, y, x) beside a static quality field (y, x)."""
+    from nowcast.errors import NowcastNote
+
+    v = storm(n=4)
+    quality = (("y", "x"), np.full(v.shape[1:], 0.9, np.float32), {"units": "1"})
+    path = write_nc(tmp_path / "with_quality.nc", v, extra_vars={"quality": quality})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        da = open_radar(path)
+    np.testing.assert_allclose(da.values, np.maximum(v, -10), atol=1e-6)
+    notes = [w for w in caught if issubclass(w.category, NowcastNote)]
+    assert len(notes) == 1
+    text = str(notes[0].message)
+    assert "with_quality.nc" in text and "'reflectivity'" in text and "quality" in text and "--variable" in text
+    # asking for it by name reads it silently; asking for the static field is still possible
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NowcastNote)
+        open_radar(path, variable="reflectivity")
+
+
+def test_input_kind_is_recorded_for_the_forecast_units(tmp_path):
+    rate = np.full((3, 4, 4), 2.0, np.float32)
+    assert open_radar(write_nc(tmp_path / "r.nc", rate, units="mm/h")).attrs["input_kind"] == "rate"
+    assert open_radar(write_nc(tmp_path / "d.nc", storm(n=3))).attrs["input_kind"] == "dbz"
+
+
+def test_missing_file_with_brackets_is_named_as_a_file(tmp_path):
+    with pytest.raises(NowcastError, match=r"radar\[test\]\.nc: file not found"):
+        open_radar(tmp_path / "radar[test].nc")
+    with pytest.raises(NowcastError, match="no file matches this pattern"):
+        open_radar(tmp_path / "radar_*.nc")

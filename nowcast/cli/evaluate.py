@@ -8,55 +8,52 @@ from typing import List, Optional
 import typer
 
 from ..errors import NowcastError
-from .common import (DEVICE, OFFSET, OVERWRITE, PRECISION, REDUCE, SCALE, SELECT, UNITS, VARIABLE, app, err,
-                     _load_method, _open, out)
+from .common import (DEVICE, OFFSET, OVERWRITE, PRECISION, PROB_MATCH, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open,
+                     app, check_outputs, check_picture_path, check_suffix, err, out, say)
+
+DEFAULT_MODEL = "default"
 
 
-@app.command(epilog="Example:\n\n  nowcast evaluate ../shared/radar/*.nc --baseline persistence "
-                    "--baseline extrapolation --json scores.json --plot csi.png")
+@app.command(epilog="Examples:\n\n  nowcast evaluate archive/*.nc --baseline persistence "
+                    "--baseline extrapolation --json scores.json --plot csi.png\n\n"
+                    "  nowcast evaluate archive/*.nc --model default --model runs/my-model/best.safetensors")
 def evaluate(
-    data: List[Path] = typer.Argument(..., help="Radar files; each file (or glob) is one sequence."),
-    model: Optional[List[str]] = typer.Option(None, "--model", help="Model(s) to score; 'default' = shipped."),
-    baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="persistence and/or extrapolation."),
-    thresholds: str = typer.Option("30,40,50", "--thresholds", help="dBZ thresholds, comma separated."),
-    stride: int = typer.Option(1, "--stride", min=1, help="Frames between consecutive windows."),
-    input_frames: int = typer.Option(5, "--input-frames", min=2),
-    lead_frames: int = typer.Option(10, "--lead-frames", min=1),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw CSI/POD/FAR against lead time (PNG)."),
+    data: List[Path] = typer.Argument(..., metavar="DATA", hidden=True, help="Radar files; each file (or glob) is one sequence."),
+    model: Optional[List[str]] = typer.Option(None, "--model", metavar="NAME_OR_FILE",
+                                              help="Model(s) to score; 'default' = the shipped model."),
+    baseline: Optional[List[str]] = typer.Option(None, "--baseline", metavar="NAME",
+                                                 help="Baseline(s) to score: persistence, extrapolation, ..."),
+    thresholds: str = typer.Option("30,40,50", "--thresholds", metavar="DBZ,...", help="dBZ thresholds, comma separated."),
+    stride: int = typer.Option(1, "--stride", min=1, metavar="N", help="Frames between consecutive windows."),
+    input_frames: int = typer.Option(5, "--input-frames", min=2, metavar="N", help="Input frames per window."),
+    lead_frames: int = typer.Option(10, "--lead-frames", min=1, metavar="N", help="Forecast frames per window."),
+    json_out: Optional[Path] = typer.Option(None, "--json", metavar="FILE.json", help="Write the scores as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE.png",
+                                        help="Draw CSI/POD/FAR against lead time (PNG, PDF, SVG)."),
+    prob_match: bool = PROB_MATCH,
     variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
     offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
-    device: str = DEVICE, overwrite: bool = OVERWRITE,
+    device: str = DEVICE, precision: str = PRECISION, overwrite: bool = OVERWRITE,
 ):
-    """Score models and baselines on exactly the same forecast windows."""
+    """Score models and baselines on exactly the same forecast windows.
+
+    DATA: radar files; each file (or quoted glob of per-frame files) is one sequence.
+
+    Without --model or --baseline: the default method and persistence.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..atomic import atomic_write_text, check_output_path
+    from ..atomic import atomic_write_text
     from ..evaluate import evaluate as run_evaluation, format_table, to_json
 
-    for target in [p for p in (json_out, plot) if p is not None]:
-        check_output_path(target, overwrite=overwrite)
-    try:
-        thr = sorted({float(t) for t in thresholds.split(",") if t.strip()})
-    except ValueError:
-        raise NowcastError(f"--thresholds {thresholds!r} must be numbers separated by commas") from None
-    methods = [_load_method("model", None if name == "default" else name, device) for name in model or []]
-    if methods:
-        from ..forecast import name_clashing_models
-
-        name_clashing_models(methods, model)
-    for name in baseline or []:
-        methods.append(_load_method(name, None, device))
-    if not methods:
-        methods = [_load_method(None, None, device)]
-        if methods[0].name != "persistence":
-            methods.append(_load_method("persistence", None, device))
-    names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        raise NowcastError(f"the same method is named twice: {', '.join(names)}")
-    sequences = []
-    for path in data:
-        sequences.append((str(path), _open([path], variable, units, scale, offset, select, reduce)))
+    check_suffix(json_out, "--json", (".json",), "JSON")
+    check_picture_path(plot, "--plot")
+    check_outputs([json_out, plot], overwrite)
+    thr = _thresholds(thresholds)
+    specs = _method_specs(model, baseline)
+    _check_specs(specs, precision, prob_match)
+    sequences = [(str(path), _open([path], variable, units, scale, offset, select, reduce)) for path in data]
+    methods = _load_methods(specs, model, device, precision, prob_match)
     with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
                   TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task("windows", total=None)
@@ -69,9 +66,59 @@ def evaluate(
     out.print(format_table(result))
     if json_out is not None:
         atomic_write_text(json_out, to_json(result), overwrite=overwrite)
-        out.print(f"wrote {json_out}")
+        say(f"wrote {json_out}")
     if plot is not None:
         from ..plots import plot_score_curves
 
         plot_score_curves(result, plot)
-        out.print(f"wrote {plot}")
+        say(f"wrote {plot}")
+
+
+def _thresholds(text: str) -> list[float]:
+    try:
+        return sorted({float(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise NowcastError(f"--thresholds {text!r} must be numbers separated by commas") from None
+
+
+def _method_specs(models, baselines) -> list[tuple]:
+    """(method, model) pairs for nowcast.methods: the models, then the baselines; none given: the default
+    method, then persistence beside it."""
+    from ..methods import default_spec
+
+    specs = [("model", None if name == DEFAULT_MODEL else name) for name in models or []]
+    specs += [(name, None) for name in baselines or []]
+    if not specs:
+        specs = [(default_spec(), None)]
+        if specs[0][0] != "persistence":
+            specs.append(("persistence", None))
+    return specs
+
+
+def _check_specs(specs, precision: str, prob_match: bool) -> None:
+    """Every method choice, refused before any file is read or model loaded."""
+    from ..methods import check_spec
+
+    names = [model or spec for spec, model in specs]
+    if len(set(names)) != len(names):
+        raise NowcastError(f"the same method is named twice: {', '.join(names)}")
+    models_asked = any(spec == "model" for spec, _ in specs)
+    for spec, model in specs:
+        # --precision is for the models; the baselines beside them run as they always do
+        check_spec(spec, model, precision if spec == "model" or not models_asked else "fp32", prob_match)
+
+
+def _load_methods(specs, model_names, device: str, precision: str, prob_match: bool) -> list:
+    from ..methods import resolve
+
+    methods = [resolve(spec, model, device=device, precision=precision if spec == "model" else "fp32",
+                       prob_match=prob_match) for spec, model in specs]
+    loaded_models = [m for (spec, _), m in zip(specs, methods) if spec == "model"]
+    if len(loaded_models) > 1:
+        from ..forecast import name_clashing_models
+
+        name_clashing_models(loaded_models, model_names)
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise NowcastError(f"the same method is named twice: {', '.join(names)}")
+    return methods

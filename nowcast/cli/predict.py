@@ -1,68 +1,177 @@
-"""`nowcast predict`: forecast the next frames from the last observed ones."""
+"""`nowcast predict`: forecast the next frames from the last observed ones.
+
+Everything that can be refused is refused before the forecast is computed: output names and formats,
+the method/model/precision choice, the output units, and whether --truth covers the forecast times.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from ..errors import NowcastError
-from .common import (DEVICE, OFFSET, OVERWRITE, PRECISION, REDUCE, SCALE, SELECT, UNITS, VARIABLE, app, err,
-                     _load_method, _open, out)
+from .common import (DEVICE, NETCDF_SUFFIXES, OFFSET, OVERWRITE, PRECISION, PROB_MATCH, REDUCE, SCALE, SELECT,
+                     UNITS, VARIABLE, _open, app, check_outputs, check_picture_path, check_suffix, err,
+                     input_label, note, say)
+
+ANIMATION_SUFFIXES = (".gif",)
 
 
 @app.command(epilog="Examples:\n\n  nowcast predict sample_data/radar.nc -o forecast.nc --plot forecast.png\n\n"
-                    "  nowcast predict 'bom/*.nc' --method extrapolation -o fc.nc")
+                    "  nowcast predict 'bom/*.nc' --method extrapolation -o fc.nc --output-units mm/h\n\n"
+                    "  nowcast predict radar.nc --plot-motion motion.png --save-motion motion.nc")
 def predict(
-    inputs: List[Path] = typer.Argument(..., help="Radar file(s) or a glob of per-frame files."),
-    output: Path = typer.Option(Path("forecast.nc"), "-o", "--output", help="Forecast netCDF to write."),
+    inputs: List[Path] = typer.Argument(..., metavar="INPUT", hidden=True, help="Radar file(s) or a glob of per-frame files."),
+    output: Path = typer.Option(Path("forecast.nc"), "-o", "--output", metavar="FILE.nc",
+                                help="Forecast netCDF to write."),
     method: Optional[str] = typer.Option(
-        None, "--method", help="persistence, extrapolation or model (default: the shipped model, "
-                               "else extrapolation)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Trained model: a name in models/ or a file."),
-    leads: int = typer.Option(10, "--leads", min=1, max=100, help="Number of future frames."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw input and forecast panels (PNG)."),
-    animate: Optional[Path] = typer.Option(None, "--animate", help="Also write an animation (GIF)."),
-    truth: Optional[List[Path]] = typer.Option(None, "--truth", help="Observations to draw beside the forecast."),
+        None, "--method", metavar="NAME",
+        help="model, persistence, extrapolation, ... (default: extrapolation; the shipped model instead "
+             "once its model card marks it as the recommended default)."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="NAME_OR_FILE",
+                                        help="Trained model: a name in models/ or a file (implies --method model)."),
+    leads: int = typer.Option(10, "--leads", min=1, max=100, metavar="N", help="Number of future frames."),
+    output_units: Optional[str] = typer.Option(
+        None, "--output-units", metavar="dBZ|mm/h",
+        help="Units of the forecast file: dBZ, or mm/h by Marshall-Palmer (default: the input's kind, so "
+             "rain-rate input gives a rain-rate forecast)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE.png",
+                                        help="Also draw input and forecast panels (PNG, PDF, SVG)."),
+    animate: Optional[Path] = typer.Option(None, "--animate", metavar="FILE.gif",
+                                           help="Also write an animation (GIF)."),
+    truth: Optional[List[Path]] = typer.Option(None, "--truth", metavar="FILE",
+                                               help="Observations of the forecast times, drawn beside the forecast "
+                                                    "in --plot/--animate."),
+    plot_motion: Optional[Path] = typer.Option(None, "--plot-motion", metavar="FILE.png",
+                                               help="Also draw the optical-flow motion field over the last frame."),
+    save_motion: Optional[Path] = typer.Option(None, "--save-motion", metavar="FILE.nc",
+                                               help="Also write the optical-flow motion field as netCDF (grid cells "
+                                                    "per time step)."),
+    prob_match: bool = PROB_MATCH,
     variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
     offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
     device: str = DEVICE, precision: str = PRECISION, overwrite: bool = OVERWRITE,
 ):
-    """Forecast the next frames of radar reflectivity from the last observed ones."""
-    from ..atomic import check_output_path
-    from ..forecast_file import forecast_dataarray, write_forecast
+    """Forecast the next frames of radar reflectivity from the last observed ones.
+
+    INPUT: radar file(s), or a quoted glob of per-frame files ('bom/*.nc'), in dBZ, rain rate,
+    accumulation or 8-bit pixels.
+    """
+    from ..forecast_file import output_units as parse_output_units
+    from ..methods import check_spec
+
+    _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite)
+    check_spec(method, model, precision, prob_match)
+    if output_units is not None:
+        parse_output_units(output_units)
+    seq = _open(inputs, variable, units, scale, offset, select, reduce)
+    label = input_label(inputs)
+    observed = None
+    if truth:
+        observed = _truth_at(truth, _forecast_times(seq, leads, label),
+                             (variable, units, scale, offset, select, reduce))
+    _forecast_and_write(seq, label, observed, method, model, leads, output_units, output, plot, animate,
+                        plot_motion, save_motion, prob_match, device, precision, overwrite)
+
+
+def _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite) -> None:
+    """Output names, formats and option combinations: all refused before any reading or computing."""
+    check_suffix(output, "-o/--output", NETCDF_SUFFIXES, "netCDF")
+    check_picture_path(plot, "--plot")
+    check_suffix(animate, "--animate", ANIMATION_SUFFIXES, "a GIF animation")
+    check_picture_path(plot_motion, "--plot-motion")
+    check_suffix(save_motion, "--save-motion", NETCDF_SUFFIXES, "netCDF")
+    if truth and plot is None and animate is None:
+        raise NowcastError("--truth is drawn beside the forecast: give --plot or --animate with it")
+    check_outputs([output, plot, animate, plot_motion, save_motion], overwrite)
+
+
+def _forecast_times(seq, leads: int, label) -> np.ndarray:
+    """Valid times of the forecast: the last observed time plus 1..leads steps."""
+    from ..radar import time_step
+
+    if seq.sizes["time"] < 2:
+        raise NowcastError(f"has {seq.sizes['time']} frame(s); the forecast needs at least 2 input frames", label)
+    return seq["time"].values[-1] + time_step(seq) * np.arange(1, leads + 1)
+
+
+def _truth_at(truth, times: np.ndarray, read_options):
+    """The observations at exactly the forecast times, or a NowcastError naming the first time missing."""
+    observed = _open(truth, *read_options)
+    have = set(observed["time"].values.astype("datetime64[ns]").tolist())
+    missing = [t for t in times.astype("datetime64[ns]") if t.tolist() not in have]
+    if missing:
+        first = str(np.datetime64(missing[0], "m")).replace("T", " ")
+        raise NowcastError(f"--truth does not cover the forecast times: {len(missing)} of {len(times)} missing, "
+                           f"the first at {first} UTC", input_label(truth))
+    return observed.sel(time=times)
+
+
+def _forecast_and_write(seq, label, observed, method, model, leads, output_units, output, plot, animate,
+                        plot_motion, save_motion, prob_match, device, precision, overwrite) -> None:
+    from ..forecast_file import forecast_dataarray, output_units as parse_output_units, write_forecast
+    from ..methods import resolve
     from ..radar import last_regular_frames
 
-    for target in [output] + [p for p in (plot, animate) if p is not None]:
-        check_output_path(target, overwrite=overwrite)
-    seq = _open(inputs, variable, units, scale, offset, select, reduce)
-    if precision not in ("fp32", "bf16"):
-        raise NowcastError(f"--precision {precision!r}: choose fp32 or bf16")
-    fc_method = _load_method(method, model, device, precision)
-    label = inputs[0] if len(inputs) == 1 else f"{inputs[0]} (+{len(inputs) - 1} more)"
+    fc_method = resolve(method, model, device=device, precision=precision, prob_match=prob_match)
     past = last_regular_frames(seq, max(fc_method.input_frames, 2), label)
+    step_min = float(seq.attrs.get("time_step_seconds", float("nan"))) / 60.0
+    for line in _caveats(fc_method, leads, step_min):
+        note(line)
     with err.status(f"forecasting {leads} frames with {fc_method.name} ..."):
         values = fc_method(past.values, leads)
     forecast = forecast_dataarray(values, past, fc_method.name)
-    write_forecast(forecast, output, method=fc_method.name, inputs=seq, overwrite=overwrite)
-    step_min = float(forecast["forecast_period"].values[0] / 6e10)
-    out.print(f"wrote {output}: {leads} frames of {fc_method.name} forecast, "
-              f"{str(forecast.time.values[0])[:16]} to {str(forecast.time.values[-1])[:16]} UTC "
-              f"(every {step_min:g} min)")
-    if plot is not None or animate is not None:
-        from .. import plots
+    units = parse_output_units(output_units, seq)
+    write_forecast(forecast, output, method=fc_method.name, inputs=seq, overwrite=overwrite, units=units)
+    say(f"wrote {output}: {leads} frames of {fc_method.name} forecast in {units}, "
+        f"{str(forecast.time.values[0])[:16]} to {str(forecast.time.values[-1])[:16]} UTC (every {step_min:g} min)")
+    _draw(seq, forecast, observed, fc_method.name, plot, animate, overwrite)
+    if plot_motion is not None or save_motion is not None:
+        _motion_outputs(past, step_min, plot_motion, save_motion, overwrite)
 
-        observed = None
-        if truth:
-            observed = _open(truth, variable, units, scale, offset, select, reduce)
-            observed = observed.sel(time=forecast.time.values, method=None) if set(
-                forecast.time.values) <= set(observed.time.values) else None
-            if observed is None:
-                raise NowcastError("--truth does not cover the forecast times", truth[0])
-        if plot is not None:
-            plots.plot_forecast_panels(seq, forecast, plot, observed=observed, method_name=fc_method.name)
-            out.print(f"wrote {plot}")
-        if animate is not None:
-            plots.animate_forecast(seq, forecast, animate)
-            out.print(f"wrote {animate}")
+
+def _caveats(fc_method, leads: int, step_min: float) -> list[str]:
+    from ..caveats import model_caveats
+
+    info = getattr(fc_method, "info", None)
+    is_default = isinstance(info, dict) and (info.get("meta") or {}).get("default_method") is True
+    step = step_min if np.isfinite(step_min) else None
+    return model_caveats(fc_method, leads, step, is_default)
+
+
+def _draw(seq, forecast, observed, method_name, plot, animate, overwrite) -> None:
+    if plot is None and animate is None:
+        return
+    from .. import plots
+
+    if plot is not None:
+        plots.plot_forecast_panels(seq, forecast, plot, observed=observed, method_name=method_name,
+                                   overwrite=overwrite)
+        say(f"wrote {plot}")
+    if animate is not None:
+        plots.animate_forecast(seq, forecast, animate, method_name=method_name, overwrite=overwrite)
+        say(f"wrote {animate}")
+
+
+def _motion_outputs(past, step_min: float, plot_motion, save_motion, overwrite) -> None:
+    """The optical-flow motion of the input frames: a quiver picture and/or a netCDF file."""
+    from ..forecast_file import write_motion
+    from ..motion import estimate_motion
+
+    with err.status("estimating the motion field ..."):
+        velocity = estimate_motion(past.values)
+    last = past.isel(time=-1)
+    if plot_motion is not None:
+        from ..plots import plot_motion_field
+
+        when = str(np.datetime64(last["time"].values, "m")).replace("T", " ")
+        plot_motion_field(last, velocity, plot_motion, title=f"optical-flow motion at {when} UTC",
+                          overwrite=overwrite, time_step_minutes=step_min if np.isfinite(step_min) else None)
+        say(f"wrote {plot_motion}")
+    if save_motion is not None:
+        write_motion(velocity, last, save_motion, step_minutes=step_min if np.isfinite(step_min) else None,
+                     overwrite=overwrite)
+        say(f"wrote {save_motion}")

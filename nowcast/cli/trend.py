@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import NowcastError
-from .common import (DEVICE, OFFSET, OVERWRITE, PRECISION, REDUCE, SCALE, SELECT, UNITS, VARIABLE, app, err,
-                     _load_method, _open, out)
+from .common import (DEVICE, NETCDF_SUFFIXES, OFFSET, OVERWRITE, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open,
+                     app, check_outputs, check_picture_path, check_suffix, err, input_label, say)
 
 
 @app.command(name="visualize-trend",
@@ -17,44 +17,48 @@ from .common import (DEVICE, OFFSET, OVERWRITE, PRECISION, REDUCE, SCALE, SELECT
                     "  nowcast visualize-trend radar.nc -o trend.png --model runs/my-model/best.safetensors "
                     "--layer 2 --transient --vectors trend.nc")
 def visualize_trend(
-    inputs: List[Path] = typer.Argument(..., help="Radar file(s) or a glob of per-frame files."),
-    output: Path = typer.Option(..., "-o", "--output", help="Picture to write (PNG, SVG, PDF ...)."),
-    model: Optional[str] = typer.Option(None, "--model", help="MotionRNN model: a name in models/ or a file "
+    inputs: List[Path] = typer.Argument(..., metavar="INPUT", hidden=True, help="Radar file(s) or a glob of per-frame files."),
+    output: Path = typer.Option(..., "-o", "--output", metavar="FILE.png", help="Picture to write (PNG, SVG, PDF ...)."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="NAME_OR_FILE", help="MotionRNN model: a name in models/ or a file "
                                                               "(default: the shipped model)."),
-    layer: int = typer.Option(1, "--layer", help="Which MotionGRU: 1 = between blocks 1 and 2."),
-    step: str = typer.Option("last", "--step", help="Recurrent step: 'last' = the one reading the last "
+    layer: int = typer.Option(1, "--layer", metavar="N", help="Which MotionGRU: 1 = between blocks 1 and 2."),
+    step: str = typer.Option("last", "--step", metavar="last|N", help="Recurrent step: 'last' = the one reading the last "
                                                     "observed frame, or N (1-based; beyond the inputs: "
                                                     "the model's own forecasts)."),
-    field: str = typer.Option("trend", "--field", help="trend (momentum D) or filter (F = F' + D)."),
+    field: str = typer.Option("trend", "--field", metavar="trend|filter", help="trend (momentum D) or filter (F = F' + D)."),
     transient: bool = typer.Option(False, "--transient", help="Also draw the transient variation F'."),
-    vectors: Optional[Path] = typer.Option(None, "--vectors", help="Also write the vectors (dx, dy) as netCDF."),
-    every: Optional[int] = typer.Option(None, "--every", min=1, help="One arrow per N x N model cells "
+    vectors: Optional[Path] = typer.Option(None, "--vectors", metavar="FILE.nc", help="Also write the vectors (dx, dy) as netCDF."),
+    every: Optional[int] = typer.Option(None, "--every", min=1, metavar="N", help="One arrow per N x N model cells "
                                                                     "(default: about 20 across)."),
     variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
     offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
     device: str = DEVICE, overwrite: bool = OVERWRITE,
 ):
-    """Draw a MotionRNN model's learned motion trend as arrows over the last radar frame."""
+    """Draw a MotionRNN model's learned motion trend as arrows over the last radar frame.
+
+    INPUT: radar file(s), or a quoted glob of per-frame files.
+    """
     from .. import trend as trend_lib
-    from ..atomic import check_output_path
+    from ..methods import resolve
     from ..radar import last_regular_frames
 
-    for target in [output] + ([vectors] if vectors is not None else []):
-        check_output_path(target, overwrite=overwrite)
+    check_picture_path(output, "-o/--output")
+    check_suffix(vectors, "--vectors", NETCDF_SUFFIXES, "netCDF")
+    check_outputs([output, vectors], overwrite)
     if field not in ("trend", "filter"):
         raise NowcastError(f"--field {field!r}: choose trend or filter")
     seq = _open(inputs, variable, units, scale, offset, select, reduce)
-    fc_method = _load_method("model", model, device)
+    fc_method = resolve("model", model, device=device)
     trend_lib.check_trend_model(fc_method, field)
-    label = inputs[0] if len(inputs) == 1 else f"{inputs[0]} (+{len(inputs) - 1} more)"
+    label = input_label(inputs)
     past = last_regular_frames(seq, fc_method.input_frames, label)
     with err.status(f"running {fc_method.name} ..."):
         vec = trend_lib.trend_vectors(fc_method, past, layer=layer, step=step, field=field, transient=transient)
     trend_lib.plot_trend_vectors(vec, past.isel(time=-1), output, every=every, overwrite=overwrite)
     s = trend_lib.summarise(vec)
-    out.print(f"wrote {output}: {field} of MotionGRU {vec.attrs['layer']} at step {vec.attrs['step']} "
+    say(f"wrote {output}: {field} of MotionGRU {vec.attrs['layer']} at step {vec.attrs['step']} "
               f"({vec.attrs['step_reads']}) of {fc_method.name}; mean displacement dx {s['mean_dx']:+.2f}, "
               f"dy {s['mean_dy']:+.2f} grid cells per step")
     if vectors is not None:
         trend_lib.write_vectors(vec, vectors, overwrite=overwrite)
-        out.print(f"wrote {vectors}")
+        say(f"wrote {vectors}")
