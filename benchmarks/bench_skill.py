@@ -1,70 +1,93 @@
-"""Forecast skill on held-out real radar: models beside persistence and optical-flow extrapolation.
+"""Forecast skill on real radar: models beside persistence, extrapolation and classical post-processing.
 
-The held-out data are the validation split of the shipped model's training run:
-  - mch_rainrate_2.nc (MeteoSwiss, 2016-07-11), never used for training;
-  - the last 30 % of the BoM sequence (bom_prcp-c10, 43 of 144 frames), 15 frames after the training part ends.
-All methods are scored on exactly the same windows with `nowcast.evaluate.evaluate`.
+Data: the netCDF files of the pysteps example data (FMI, MeteoSwiss, BoM), in the layout of the project's
+development radar folder (give it with --radar-dir or NOWCAST_RADAR_DIR). Two sets:
+  - test: the three MeteoSwiss sequences, a whole weather service that the shipped Lagrangian model never saw
+    in training or checkpoint selection;
+  - val: the validation windows of that training run: fmi_dbz_2.nc and the BoM sequence from frame 110 on.
+All methods are scored on exactly the same windows and pixels with `nowcast.evaluate.evaluate`; besides the
+pooled table, CSI and frequency bias per lead are printed for every method.
 
-    python benchmarks/bench_skill.py --model models/motionrnn-predrnn-radar.safetensors \
-        --model runs/predrnn/best.safetensors --json benchmarks/skill.json
-
-The MeteoSwiss part alone is also what `nowcast evaluate ../shared/radar/mch_rainrate_2.nc --model default
---baseline persistence --baseline extrapolation` prints.
+    python benchmarks/bench_skill.py --radar-dir DIR --model motionrnn-lagrangian-radar \
+        --baseline extrapolation-smoothed --stride 2 --json benchmarks/skill_test.json
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nowcast.data import split_in_time  # noqa: E402
 from nowcast.errors import NowcastWarning  # noqa: E402
 from nowcast.evaluate import evaluate, format_table, to_json  # noqa: E402
-from nowcast.forecast import ModelForecaster, name_clashing_models  # noqa: E402
-from nowcast.methods import get_method  # noqa: E402
+from nowcast.forecast import name_clashing_models  # noqa: E402
+from nowcast.methods import resolve  # noqa: E402
 from nowcast.radar import open_radar  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "radar"
+BOM_VALIDATION_START = 110  # training used BoM frames 0-94; one window of gap
 
 
-def held_out_sequences(radar_dir: Path, which: str):
+def sequences(radar_dir: Path, which: str):
     warnings.simplefilter("ignore", NowcastWarning)
-    seqs = []
-    if which in ("all", "mch"):
-        seqs.append(("mch_rainrate_2.nc", open_radar(radar_dir / "mch_rainrate_2.nc")))
-    if which in ("all", "bom"):
-        bom = open_radar(str(radar_dir / "bom_prcp-c10" / "*.nc"))
-        _, val = split_in_time(bom, 0.3, gap=15, min_val=15)  # the training run's split (n_in + n_out = 15)
-        seqs.append(("bom_prcp-c10 (last 30 %)", val))
-    return seqs
+    if which == "test":
+        return [(f"mch_rainrate_{i}.nc", open_radar(radar_dir / f"mch_rainrate_{i}.nc")) for i in (1, 2, 3)]
+    bom = open_radar(str(radar_dir / "bom_prcp-c10" / "*.nc"))
+    return [("fmi_dbz_2.nc", open_radar(radar_dir / "fmi_dbz_2.nc")),
+            (f"bom_prcp-c10 (frames {BOM_VALIDATION_START}+)", bom.isel(time=slice(BOM_VALIDATION_START, None)))]
+
+
+def per_lead_lines(result: dict, thresholds=("30", "40")) -> list[str]:
+    """CSI and frequency bias per lead for every method, as text lines."""
+    lines = []
+    for t in thresholds:
+        for score in ("csi", "bias"):
+            lines.append(f"{score.upper()}>={t} by lead")
+            for name, r in result["results"].items():
+                values = r.get(f"{score}_per_lead", {}).get(t)
+                if values is None:
+                    continue
+                shown = " ".join("  nan" if v is None or not np.isfinite(v) else f"{v:5.3f}" for v in values)
+                mean = np.nanmean([np.nan if v is None else v for v in values])
+                lines.append(f"  {name:<34} {shown}   mean {mean:.3f}")
+    return lines
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", default=[], help="checkpoint(s) to score")
-    ap.add_argument("--data", choices=["all", "mch", "bom"], default="all")
-    ap.add_argument("--radar-dir", type=Path, default=SHARED)
+    ap.add_argument("--model", action="append", default=[], help="checkpoint(s) to score (names or files)")
+    ap.add_argument("--baseline", action="append", default=None,
+                    help="baselines (default: persistence, extrapolation, extrapolation-smoothed)")
+    ap.add_argument("--data", choices=["test", "val"], default="test")
+    ap.add_argument("--radar-dir", type=Path, default=os.environ.get("NOWCAST_RADAR_DIR"))
     ap.add_argument("--stride", type=int, default=1)
+    ap.add_argument("--precision", default="fp32")
     ap.add_argument("--json", type=Path, help="write the evaluate() result here")
     args = ap.parse_args(argv)
-    if not args.radar_dir.is_dir():
-        print(f"{args.radar_dir}: radar folder not found; nothing to measure", file=sys.stderr)
+    if args.radar_dir is None or not Path(args.radar_dir).is_dir():
+        print(f"{args.radar_dir}: radar folder not found (give --radar-dir or NOWCAST_RADAR_DIR)", file=sys.stderr)
         return 2
-    methods = [ModelForecaster.from_checkpoint(m, device="auto") for m in args.model]
+    methods = [resolve("model", m, precision=args.precision) for m in args.model]
     name_clashing_models(methods, args.model)
-    methods += [get_method("persistence"), get_method("extrapolation")]
+    for name in args.baseline or ["persistence", "extrapolation", "extrapolation-smoothed"]:
+        methods.append(resolve(name))
     start = time.time()
-    result = evaluate(held_out_sequences(args.radar_dir, args.data), methods, stride=args.stride)
+    result = evaluate(sequences(Path(args.radar_dir), args.data), methods, stride=args.stride)
     result["wall_time_s"] = round(time.time() - start, 1)
+    result["data_set"] = args.data
     from rich.console import Console
 
-    Console(width=160).print(format_table(result))
+    console = Console(width=160)
+    console.print(format_table(result))
+    for line in per_lead_lines(result):
+        console.print(line, markup=False, highlight=False)
     if args.json:
         args.json.write_text(to_json(result))
     return 0

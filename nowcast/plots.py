@@ -664,6 +664,7 @@ def plot_trend(
     dy_along: str = "y",
     dpi: float = 100,
     overwrite: bool = True,
+    labels: tuple[str, str] = ("trend", "transient"),
 ) -> Figure:
     """Reflectivity image with arrows of a motion field (e.g. MotionRNN's trend momentum).
 
@@ -676,6 +677,7 @@ def plot_trend(
     With coordinates (x, y in metres, or the field's own) the axes are in km and, when the unit is pixels
     per step, arrows and the key are converted to km per step; otherwise the axes are pixels.
     transient_dx/dy: optional second field (same conventions) drawn in another colour with the same scale.
+    labels: the names written above the picture for the first and second field (and their quivers' gids).
     Returns the Figure; the first Quiver (gid "trend") is in ``fig.axes[0].collections``: its U/V hold
     the plotted components (U east; V up on the image in km mode, V along +row in pixel mode).
     """
@@ -732,10 +734,10 @@ def plot_trend(
         key_units = units_label
 
     U, V = to_plot(ddx, ddy)
-    fields = [(U, V, TREND_COLOR, "trend")]
+    fields = [(U, V, TREND_COLOR, labels[0])]
     if transient_dx is not None and transient_dy is not None:
         tU, tV = to_plot(np.asarray(transient_dx, float), np.asarray(transient_dy, float))
-        fields.append((tU, tV, TRANSIENT_COLOR, "transient"))
+        fields.append((tU, tV, TRANSIENT_COLOR, labels[1]))
 
     # One scale for all arrows: the longest typical arrow is drawn about one arrow spacing long.
     speeds = np.concatenate([np.hypot(a, b).ravel() for a, b, _, _ in fields])
@@ -756,7 +758,9 @@ def plot_trend(
     key_len = _nice(typical)
     ax.quiverkey(first, 0.80, 1.02, key_len, f"{key_len:g} {key_units}", labelpos="E", coordinates="axes", color=TREND_COLOR)
     if len(fields) > 1:
-        ax.text(0.0, 1.02, "trend", color=TREND_COLOR, transform=ax.transAxes, ha="left", va="bottom", fontsize="small")
-        ax.text(0.12, 1.02, "transient", color=TRANSIENT_COLOR, transform=ax.transAxes, ha="left", va="bottom", fontsize="small")
+        ax.text(0.0, 1.02, labels[0], color=TREND_COLOR, transform=ax.transAxes, ha="left", va="bottom",
+                fontsize="small")
+        ax.text(0.0, 1.07, labels[1], color=TRANSIENT_COLOR, transform=ax.transAxes, ha="left", va="bottom",
+                fontsize="small")
     _save(fig, path, overwrite)
     return fig

@@ -185,6 +185,11 @@ def trend_vectors(forecaster, inputs, layer: int = 1, step=None, field: str = "t
         d_row[outside] = np.nan
         return d_col, d_row
 
+    if "flow" in motion:  # a Lagrangian model: the optical flow it advects along, on the same cells
+        flow_col, flow_row = (cell_means(motion["flow"][i], cell) for i in (0, 1))
+        flow_col[outside] = np.nan
+        flow_row[outside] = np.nan
+
     xs, ys, x_attrs, y_attrs = _grid_coords(inputs, H, W)
     sx, sy = _axis_sign(xs), _axis_sign(ys)
     dims = ("y", "x")
@@ -198,8 +203,19 @@ def trend_vectors(forecaster, inputs, layer: int = 1, step=None, field: str = "t
                                {"units": VECTOR_UNITS, "long_name": f"displacement along +x from the {what}"})
         data[prefix + "dy"] = (dims, (sy * d_row).astype(np.float32),
                                {"units": VECTOR_UNITS, "long_name": f"displacement along +y from the {what}"})
+    lagrangian = "flow" in motion
+    if lagrangian:
+        learned_col, learned_row = vectors(field)
+        for prefix, c, r, what in (("flow_", flow_col, flow_row, "optical flow (Lucas-Kanade) the model advects along"),
+                                   ("total_", flow_col + learned_col, flow_row + learned_row,
+                                    f"optical flow plus the learned correction ({FIELD_NAMES[field]})")):
+            data[prefix + "dx"] = (dims, (sx * c).astype(np.float32), {"units": VECTOR_UNITS,
+                                                                       "long_name": f"displacement along +x: {what}"})
+            data[prefix + "dy"] = (dims, (sy * r).astype(np.float32), {"units": VECTOR_UNITS,
+                                                                       "long_name": f"displacement along +y: {what}"})
     attrs = {
         "title": f"MotionRNN {FIELD_NAMES[field]} as displacement vectors",
+        "frame": "lagrangian" if lagrangian else "eulerian",
         "model": name,
         "layer": layer,
         "step": step_n,
@@ -217,6 +233,16 @@ def trend_vectors(forecaster, inputs, layer: int = 1, step=None, field: str = "t
     if times is not None and times.size >= T:
         attrs["last_input_time"] = str(np.datetime_as_string(np.asarray(times.values)[-1], unit="s"))
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def cell_means(field: np.ndarray, cell: int) -> np.ndarray:
+    """Means of a (H, W) field over the model's cell x cell encoded cells (partial cells at the edges)."""
+    h, w = field.shape
+    ph, pw = (-h) % cell, (-w) % cell
+    padded = np.pad(np.asarray(field, dtype=np.float64), ((0, ph), (0, pw)), constant_values=np.nan)
+    blocks = padded.reshape((h + ph) // cell, cell, (w + pw) // cell, cell)
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(blocks, axis=(1, 3))
 
 
 def _grid_coords(inputs, H: int, W: int):
@@ -257,6 +283,12 @@ def plot_trend_vectors(vectors: xr.Dataset, field_dbz, path, every: int | None =
         and _is_metric(field_dbz["x"].attrs) and _is_metric(field_dbz["y"].attrs)
     )
     transient = "transient_dx" in vectors
+    labels = ("trend", "transient")
+    if "flow_dx" in vectors:
+        # a Lagrangian model: the optical flow, and the network's correction to it in the second colour
+        vectors = vectors.assign(transient_dx=vectors["dx"], transient_dy=vectors["dy"],
+                                 dx=vectors["flow_dx"], dy=vectors["flow_dy"])
+        transient, labels = True, ("optical flow", f"learned correction ({vectors.attrs.get('field', 'trend')})")
     if metric:
         # plot_trend reads the field's coordinates; dy along +y = up on a north-up picture
         kw = dict(field_dbz=field_dbz, dx=vectors["dx"].values, dy=vectors["dy"].values, dy_along="y")
@@ -274,7 +306,8 @@ def plot_trend_vectors(vectors: xr.Dataset, field_dbz, path, every: int | None =
         a = vectors.attrs
         # short: plot_trend puts its key and labels on the same line as the title
         title = f"{a.get('field', 'motion')}, MotionGRU {a.get('layer')}, step {a.get('step')}"
-    return plot_trend(path=path, every=every, units_label="pixels per step", title=title, overwrite=overwrite, **kw)
+    return plot_trend(path=path, every=every, units_label="pixels per step", title=title, overwrite=overwrite,
+                      labels=labels, **kw)
 
 
 def write_vectors(vectors: xr.Dataset, path, overwrite: bool = True):
@@ -296,10 +329,17 @@ def write_vectors(vectors: xr.Dataset, path, overwrite: bool = True):
     return path
 
 
-def summarise(vectors: xr.Dataset) -> dict:
-    """Mean displacement (grid cells per step) and its direction in degrees clockwise from +y (north)."""
-    dx = float(np.nanmean(vectors["dx"].values)) if np.isfinite(vectors["dx"].values).any() else float("nan")
-    dy = float(np.nanmean(vectors["dy"].values)) if np.isfinite(vectors["dy"].values).any() else float("nan")
+def summarise(vectors: xr.Dataset, prefix: str | None = None) -> dict:
+    """Mean displacement (grid cells per step) and its direction in degrees clockwise from +y (north).
+
+    prefix: which vectors ("" the MotionGRU's, "flow_", "total_"); default: the total motion of a Lagrangian
+    model, else the MotionGRU's.
+    """
+    if prefix is None:
+        prefix = "total_" if "total_dx" in vectors else ""
+    ux, uy = vectors[prefix + "dx"].values, vectors[prefix + "dy"].values
+    dx = float(np.nanmean(ux)) if np.isfinite(ux).any() else float("nan")
+    dy = float(np.nanmean(uy)) if np.isfinite(uy).any() else float("nan")
     speed = float(np.hypot(dx, dy))
     heading = float(np.degrees(np.arctan2(dx, dy)) % 360.0) if speed > 0 else float("nan")
     return {"mean_dx": dx, "mean_dy": dy, "mean_speed": speed, "heading_deg": heading}
