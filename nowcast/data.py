@@ -344,22 +344,22 @@ class WindowSampler:
         x0 = int(rng.integers(w - size + 1))
         rot = int(rng.integers(4)) if c.flips else 0
         flip = bool(rng.integers(2)) if c.flips else False
-        if c.frame == "lagrangian":
-            frames = self._lagrangian_window(seq, t0, stride, y0, x0, size)
-        else:
-            frames = seq.frames[t0 : t0 + self._span(stride) : stride, y0 : y0 + size, x0 : x0 + size]
+        frames = seq.frames[t0 : t0 + self._span(stride) : stride, y0 : y0 + size, x0 : x0 + size]
         frames = coarsen_dbz(frames, factor)
         frames = dihedral(frames, rot, flip)
         info = dict(sequence=seq.name, start=t0, stride=stride, factor=factor, y=y0, x=x0, rot=rot, flip=flip)
-        return frames, info
+        return frames, info, (seq, t0, stride, y0, x0, size, factor, rot, flip)
 
-    def _lagrangian_window(self, seq: SeqData, t0: int, stride: int, y0: int, x0: int, size: int) -> np.ndarray:
+    def _lagrangian_window(self, seq: SeqData, t0: int, stride: int, y0: int, x0: int, size: int, factor: int,
+                           rot: int, flip: bool) -> np.ndarray:
+        """The drawn window cut again in Lagrangian coordinates (only for accepted windows: it costs more)."""
         from .lagrangian_windows import cut_window
 
         cache = self.motion_cache
         coarse = cache.coarse(seq.frames, t0, stride, self.config.n_in)
-        return cut_window(seq.frames[t0 : t0 + self._span(stride) : stride],
-                          lambda y, x, h, w: cache.region(coarse, y, x, h, w), self.config.n_in, y0, x0, size)
+        frames = cut_window(seq.frames[t0 : t0 + self._span(stride) : stride],
+                            lambda y, x, h, w: cache.region(coarse, y, x, h, w), self.config.n_in, y0, x0, size)
+        return dihedral(coarsen_dbz(frames, factor), rot, flip)
 
     def _acceptable(self, frames: np.ndarray) -> bool:
         c = self.config
@@ -375,12 +375,15 @@ class WindowSampler:
 
     def sample(self, return_info: bool = False):
         """Draw one training window (see the class docstring)."""
-        frames, info = None, None
+        frames, info, where = None, None, None
         for _ in range(max(1, self.config.max_tries)):
-            frames, info = self._draw_window()
+            # acceptance looks at the plain crop, which holds about the same echo as its Lagrangian version
+            frames, info, where = self._draw_window()
             if self._acceptable(frames):
                 break
             self.rejected += 1
+        if self.config.frame == "lagrangian":
+            frames = self._lagrangian_window(*where)
         self.count += 1
         n_in = self.config.n_in
         out = {

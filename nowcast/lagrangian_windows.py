@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .motion import advect_frames, estimate_motion
+from .motion import displacements, estimate_motion, inside, warp
 from .units import DBZ_FLOOR
 
 CACHE_COARSEN = 4  # flow fields are stored at 1/4 of the grid's resolution
@@ -101,19 +101,18 @@ def cut_window(frames: np.ndarray, velocity_of, n_in: int, y0: int, x0: int, siz
     ry, rx, side = y0 - margin, x0 - margin, size + 2 * margin
     region = _padded_region(frames, ry, rx, side)
     velocity = torch.from_numpy(velocity_of(ry, rx, side, side))[None]
+    # one displacement field per frame: past frames forward, future frames backward, the last input as it is
+    ahead = displacements(velocity, max(n_in - 1, 1))[0]
+    back = displacements(-velocity, n_out)[0] if n_out else ahead[:0]
+    disp = torch.cat([ahead[: n_in - 1].flip(0), torch.zeros_like(ahead[:1]), back], 0)
     valid = np.isfinite(region)
-    filled = torch.from_numpy(np.where(valid, region, DBZ_FLOOR).astype(np.float32))[None]
-    known = torch.from_numpy(valid.astype(np.float32))[None]
-    past_leads = range(n_in - 1, -1, -1)
-    future_leads = range(1, n_out + 1)
-    past, past_in = advect_frames(filled[:, :n_in], velocity, past_leads)
-    past_known, _ = advect_frames(known[:, :n_in], velocity, past_leads)
-    future, future_in = advect_frames(filled[:, n_in:], -velocity, future_leads)
-    future_known, _ = advect_frames(known[:, n_in:], -velocity, future_leads)
-    out = torch.cat([past, future], 1)[0]
-    # a pixel has a source only if its trajectory stays on the region and all four neighbours had data
-    ok = torch.cat([past_in & (past_known > 0.999), future_in & (future_known > 0.999)], 1)[0]
-    out = torch.where(ok, out, torch.full_like(out, float("nan")))
+    # value and data mask warped together: a pixel has a source only if its trajectory stays on the region
+    # and all four neighbours it interpolates had data
+    fields = torch.from_numpy(np.stack([np.where(valid, region, DBZ_FLOOR), valid], 1).astype(np.float32))
+    warped = warp(fields, disp)
+    warped[n_in - 1] = fields[n_in - 1]  # the last input is the reference frame: exactly itself
+    ok = inside(disp) & (warped[:, 1] > 0.999)
+    out = torch.where(ok, warped[:, 0], torch.full_like(warped[:, 0], float("nan")))
     return out[:, margin : margin + size, margin : margin + size].numpy()
 
 

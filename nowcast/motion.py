@@ -15,8 +15,10 @@ Everything in torch is batched, differentiable with respect to the advected fiel
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -25,15 +27,35 @@ import torch.nn.functional as F
 from .units import DBZ_FLOOR
 
 
+RECENT_FIELDS = 32  # motion fields remembered, so methods scored on the same windows estimate each once
+
+
 def estimate_motion(frames_dbz, method: str = "LK") -> np.ndarray:
     """Optical-flow motion of a (T, H, W) dBZ sequence (NaN = no data): (2, H, W) pixels per step.
 
     pysteps' dense Lucas-Kanade by default, with no data and no echo both at the floor (as the
     extrapolation baseline does). A sequence without trackable features gives a zero field.
+    The last RECENT_FIELDS results are remembered by content (a read-only array is returned).
     """
     frames = np.asarray(frames_dbz, dtype=np.float64)
     if frames.ndim != 3 or frames.shape[0] < 2:
         raise ValueError(f"motion needs frames shaped (T >= 2, H, W), got {frames.shape}")
+    key = (method, frames.shape, hashlib.sha1(np.ascontiguousarray(frames).tobytes()).hexdigest())
+    if key in _recent:
+        _recent.move_to_end(key)
+        return _recent[key]
+    velocity = _lucas_kanade(frames, method)
+    velocity.setflags(write=False)
+    _recent[key] = velocity
+    if len(_recent) > RECENT_FIELDS:
+        _recent.popitem(last=False)
+    return velocity
+
+
+_recent: OrderedDict = OrderedDict()
+
+
+def _lucas_kanade(frames: np.ndarray, method: str) -> np.ndarray:
     with contextlib.redirect_stdout(io.StringIO()):  # pysteps announces its config file on import
         from pysteps import motion as pmotion
     filled = np.nan_to_num(frames, nan=DBZ_FLOOR)
@@ -49,20 +71,29 @@ def estimate_motion(frames_dbz, method: str = "LK") -> np.ndarray:
 # torch advection
 
 
+_GRIDS: dict = {}
+
+
 def _pixel_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    """(2, H, W) pixel coordinates [x, y] of every grid point."""
-    ys = torch.arange(h, dtype=like.dtype, device=like.device)
-    xs = torch.arange(w, dtype=like.dtype, device=like.device)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy])
+    """(2, H, W) pixel coordinates [x, y] of every grid point (kept per size, device and dtype)."""
+    key = (h, w, like.dtype, like.device)
+    grid = _GRIDS.get(key)
+    if grid is None:
+        ys = torch.arange(h, dtype=like.dtype, device=like.device)
+        xs = torch.arange(w, dtype=like.dtype, device=like.device)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        grid = torch.stack([gx, gy])
+        if len(_GRIDS) > 64:
+            _GRIDS.clear()
+        _GRIDS[key] = grid
+    return grid
 
 
 def _sample(field: torch.Tensor, coords: torch.Tensor, padding: str) -> torch.Tensor:
     """Bilinear samples of (B, C, H, W) at pixel coordinates (B, 2, H', W') [x, y]."""
     h, w = field.shape[-2:]
-    gx = coords[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
-    gy = coords[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
-    grid = torch.stack([gx, gy], dim=-1)
+    scale = coords.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)]).view(1, 2, 1, 1)
+    grid = (coords * scale - 1.0).permute(0, 2, 3, 1)  # grid_sample's (B, H', W', [x, y]) layout
     return F.grid_sample(field, grid, mode="bilinear", padding_mode=padding, align_corners=True)
 
 
