@@ -173,6 +173,7 @@ def _value(x):
 def format_table(result: dict, title: str | None = None):
     """A rich Table: one row per method; CSI at every threshold, POD and FAR at the middle threshold,
     GDL, MSE, MAE (dBZ), SSIM and seconds per window; the best value in each column in bold."""
+    from rich.markup import escape
     from rich.table import Table
 
     if title is None:
@@ -200,5 +201,5 @@ def format_table(result: dict, title: str | None = None):
             digits = 2 if cols[j][0] in ("MSE", "MAE") else 4 if cols[j][0] == "s/window" else 3
             text = f"{v:.{digits}f}"
             cells.append(f"[bold]{text}[/bold]" if len(rows) > 1 and v == best[j] else text)
-        table.add_row(name, *cells)
+        table.add_row(escape(name), *cells)  # a model path may hold [brackets]
     return table
