@@ -22,6 +22,7 @@ import nowcast
 from .atomic import atomic_output
 from .errors import NowcastError
 from .nn import ModelConfig, build_model
+from .runtime import resolve_device
 
 FORMAT = "nowcast-model/1"
 DEFAULT_MODEL_NAME = "motionrnn-predrnn-radar"
@@ -185,8 +186,6 @@ def load_model(name_or_path, device="cpu"):
     _check_weights(model, tensors, path)
     with torch.no_grad():
         model.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True)
-    from .forecast import resolve_device
-
     model.to(resolve_device(device)).eval()
     info = {"name": path.stem, "path": str(path), "config": config, "meta": meta, "sha256": digest}
     return model, info

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import numpy as np
 import torch
 
 from .errors import NowcastError
 from .methods import ForecastMethod, _as_batch
+from .motion import displacements, estimate_motion, inside
+from .runtime import resolve_device  # noqa: F401  (re-exported for older callers)
 from .units import dbz_to_unit, unit_to_dbz
 
-
-def resolve_device(device="auto") -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise NowcastError(f"unknown device {device!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NowcastError(f"device {device!r} requested but CUDA is not available")
-    return dev
+MOTION_CACHE_SIZE = 512  # motion fields kept per forecaster (about 2 MB each on a 640 x 710 grid)
 
 
 def name_clashing_models(forecasters, sources) -> None:
@@ -56,6 +49,7 @@ class ModelForecaster(ForecastMethod):
         self.batch_size = int(batch_size)
         self.precision = precision
         self._capture = None
+        self._motion_cache: dict = {}
         # radar pixels per encoded-grid pixel of the motion offsets (patch size x encoder stride)
         self.motion_scale = int(self.config.patch_size) * 2
 
@@ -72,19 +66,48 @@ class ModelForecaster(ForecastMethod):
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @property
+    def lagrangian(self) -> bool:
+        return getattr(self.config, "frame", "eulerian") == "lagrangian"
+
+    def motion_field(self, inputs: np.ndarray) -> np.ndarray:
+        """The optical flow a Lagrangian model advects with, for (T, H, W) dBZ inputs: (2, H, W).
+
+        Kept per input, so validating the same windows again (as training does) pays for it once.
+        """
+        window = np.ascontiguousarray(inputs[-self.input_frames :], dtype=np.float32)
+        key = hashlib.sha1(window.tobytes()).hexdigest() + str(window.shape)
+        if key not in self._motion_cache:
+            if len(self._motion_cache) >= MOTION_CACHE_SIZE:
+                self._motion_cache.pop(next(iter(self._motion_cache)))
+            self._motion_cache[key] = estimate_motion(window)
+        return self._motion_cache[key]
+
     def _forecast_batch(self, batch: np.ndarray, n_out: int) -> np.ndarray:
         x = dbz_to_unit(batch[:, -self.input_frames :])
-        outs = []
+        velocity = np.stack([self.motion_field(b) for b in batch]) if self.lagrangian else None
+        outs, valid = [], []
         want_motion = self._capture is not None
         with torch.inference_mode(), self._autocast():
             for i in range(0, x.shape[0], self.batch_size):
                 xb = torch.from_numpy(x[i : i + self.batch_size]).to(self.device)
-                res = self.model(xb, n_out, return_motion=want_motion)
+                extra = {}
+                if velocity is not None:
+                    extra["motion"] = torch.from_numpy(velocity[i : i + self.batch_size]).to(self.device)
+                res = self.model(xb, n_out, return_motion=want_motion, **extra)
                 if want_motion:
                     res, motion = res
-                    self._capture.append({k: v.float().cpu().numpy() for k, v in motion.items()})
+                    captured = {k: v.float().cpu().numpy() for k, v in motion.items()}
+                    if velocity is not None:
+                        captured["flow"] = velocity[i : i + self.batch_size]
+                    self._capture.append(captured)
                 outs.append(res.float().clamp_(0.0, 1.0).cpu().numpy())
-        return unit_to_dbz(np.concatenate(outs, 0))
+                if velocity is not None:
+                    valid.append(inside(displacements(extra["motion"].float(), n_out)).cpu().numpy())
+        out = unit_to_dbz(np.concatenate(outs, 0))
+        if valid:  # trajectories from beyond the grid have no source: no data, as in extrapolation
+            out[~np.concatenate(valid, 0)] = np.nan
+        return out
 
     def predict_with_motion(self, inputs, n_out: int = 10):
         """Forecasts (as ``self(inputs, n_out)``) and the MotionGRU states as numpy arrays.
@@ -99,7 +122,8 @@ class ModelForecaster(ForecastMethod):
             captured = self._capture
         finally:
             self._capture = None
-        motion = {k: np.concatenate([c[k] for c in captured], 0) for k in ("trend", "filter", "transient")}
+        keys = ("trend", "filter", "transient") + (("flow",) if self.lagrangian else ())
+        motion = {k: np.concatenate([c[k] for c in captured], 0) for k in keys}
         if single:
             motion = {k: v[0] for k, v in motion.items()}
         return out, motion

@@ -69,7 +69,7 @@ def test_a_batch_that_does_not_split_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(NowcastError, match="does not split evenly over 3"):
-        train(TrainConfig(out=tmp_path / "run", batch_size=8, iterations=1))
+        train(TrainConfig.from_flat(out=tmp_path / "run", batch_size=8, iterations=1))
     assert not (tmp_path / "run" / "train_state.pt").exists()
 
 

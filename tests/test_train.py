@@ -24,8 +24,10 @@ from nowcast.train import (
     metric_value,
     parse_metric,
     sampling_mask,
-    train,
     truth_probability,
+)
+from nowcast.train import (
+    train as train_config,
 )
 
 RADAR = Path(__file__).resolve().parents[2] / "shared" / "radar" / "mch_rainrate_1.nc"
@@ -86,13 +88,13 @@ def test_masked_loss_by_hand():
 
 
 def test_learning_rate_schedules():
-    c = TrainConfig(lr=1e-3, iterations=110, warmup=10, lr_schedule="cosine", min_lr=1e-4)
+    c = TrainConfig.from_flat(lr=1e-3, iterations=110, warmup=10, lr_schedule="cosine", min_lr=1e-4)
     assert learning_rate(0, c) == pytest.approx(1e-4)
     assert learning_rate(9, c) == pytest.approx(1e-3)
     assert learning_rate(10, c) == pytest.approx(1e-3)
     assert learning_rate(60, c) == pytest.approx(1e-4 + 0.5 * 9e-4)
     assert learning_rate(110, c) == pytest.approx(1e-4)
-    c = TrainConfig(lr=3e-4, iterations=100)
+    c = TrainConfig.from_flat(lr=3e-4, iterations=100).optim  # an OptimConfig works too
     assert learning_rate(0, c) == learning_rate(99, c) == 3e-4
 
 
@@ -121,7 +123,27 @@ def synthetic_seq(n=30, size=48, seed=3):
     return generate(n_frames=n, height=size, width=size, seed=seed)
 
 
-def tiny(tmp_path, name, **kw):
+class Run:
+    """A tiny run: settings plus its data, called as the old flat config was (``train(run)``)."""
+
+    def __init__(self, config, sequences=(), val_sequences=()):
+        self.config, self.sequences, self.val_sequences = config, list(sequences), list(val_sequences)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.run.out)
+
+    def set(self, **changes):
+        self.config = self.config.override(changes)
+
+
+def train(run, progress=None):
+    if isinstance(run, Run):
+        return train_config(run.config, run.sequences, run.val_sequences, progress=progress)
+    return train_config(run, progress=progress)
+
+
+def tiny(tmp_path, name, sequences=(), val_sequences=(), **kw):
     base = dict(
         out=tmp_path / name,
         backbone="predrnn",
@@ -145,7 +167,7 @@ def tiny(tmp_path, name, **kw):
         device="cpu",
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return Run(TrainConfig.from_flat(**base), sequences, val_sequences)
 
 
 def check_loadable(path: Path, size=32, n_in=3, n_out=3):
@@ -237,7 +259,7 @@ def test_synthetic_only_run(tmp_path):
     check_loadable(Path(s["paths"]["last"]))
     # overwriting a run removes what belonged to the old one
     (cfg.out / BEST_FILE).write_bytes(b"old")
-    cfg.overwrite, cfg.iterations = True, 1
+    cfg.set(overwrite=True, iterations=1)
     s = train(cfg)
     assert s["iterations"] == 1 and not (cfg.out / BEST_FILE).exists()
     assert load_train_state(cfg.out / STATE_FILE)["iteration"] == 1
@@ -293,17 +315,17 @@ def reference_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ref")
     seq = synthetic_seq(n=24, size=40)
     val = [("val", synthetic_seq(n=6, size=32, seed=4))]
-    s = train(tiny(tmp, "ref", sequences=[("syn", seq)], val_sequences=val, motion=True, hidden=8))
+    s = train(tiny(tmp, "ref", sequences=[("syn", seq)], val_sequences=val, motion=True, num_layers=2, hidden=8))
     return tmp / "ref", seq, val, s
 
 
 def test_interrupt_then_resume_is_bit_identical(tmp_path, reference_run):
     ref, seq, val, ref_summary = reference_run
-    cfg = tiny(tmp_path, "cut", sequences=[("syn", seq)], val_sequences=val, motion=True, hidden=8)
+    cfg = tiny(tmp_path, "cut", sequences=[("syn", seq)], val_sequences=val, motion=True, num_layers=2, hidden=8)
     s = train(cfg, progress=StopAt(3))
     assert s["status"] == "interrupted" and s["iterations"] == 3
     assert load_train_state(tmp_path / "cut" / STATE_FILE)["iteration"] == 3
-    cfg.resume = True
+    cfg.set(resume=True)
     s2 = train(cfg)
     assert s2["status"] == "completed" and s2["start_iteration"] == 3 and s2["iterations"] == 6
     assert_same_weights(ref, tmp_path / "cut")
@@ -317,7 +339,7 @@ def test_sigint_saves_and_resumes_exactly(tmp_path, reference_run):
     import signal
 
     ref, seq, val, _ = reference_run
-    cfg = tiny(tmp_path, "sigint", sequences=[("syn", seq)], val_sequences=val, motion=True, hidden=8)
+    cfg = tiny(tmp_path, "sigint", sequences=[("syn", seq)], val_sequences=val, motion=True, num_layers=2, hidden=8)
 
     def ctrl_c(ev):
         if ev.kind == "step" and ev.iteration == 2:
@@ -327,7 +349,7 @@ def test_sigint_saves_and_resumes_exactly(tmp_path, reference_run):
     s = train(cfg, progress=ctrl_c)
     assert signal.getsignal(signal.SIGINT) is before
     assert s["status"] == "interrupted" and s["iterations"] == 2
-    cfg.resume = True
+    cfg.set(resume=True)
     s = train(cfg)
     assert s["iterations"] == 6 and s["changed_settings"] == []
     assert_same_weights(ref, tmp_path / "sigint")
@@ -335,7 +357,7 @@ def test_sigint_saves_and_resumes_exactly(tmp_path, reference_run):
 
 def test_hard_kill_then_resume_is_bit_identical(tmp_path, reference_run):
     ref, seq, val, _ = reference_run
-    cfg = tiny(tmp_path, "kill", sequences=[("syn", seq)], val_sequences=val, motion=True, hidden=8)
+    cfg = tiny(tmp_path, "kill", sequences=[("syn", seq)], val_sequences=val, motion=True, num_layers=2, hidden=8)
     # an error that is not an interruption saves nothing: like a kill, the run is left at its last
     # periodic checkpoint (iteration 4) with log rows beyond it
     with pytest.raises(RuntimeError):
@@ -343,7 +365,7 @@ def test_hard_kill_then_resume_is_bit_identical(tmp_path, reference_run):
     assert load_train_state(tmp_path / "kill" / STATE_FILE)["iteration"] == 4
     # a kill between the state and the weights write: last.safetensors lags behind the state
     (tmp_path / "kill" / LAST_FILE).unlink()
-    cfg.resume = True
+    cfg.set(resume=True)
     s = train(cfg)
     assert s["start_iteration"] == 4 and s["iterations"] == 6
     assert_same_weights(ref, tmp_path / "kill")
@@ -355,7 +377,7 @@ def test_resume_refuses_other_settings(tmp_path, reference_run):
     ref, seq, val, _ = reference_run
     cfg = tiny(tmp_path, "other", sequences=[("syn", seq)], iterations=2, checkpoint_every=2)
     train(cfg)
-    cfg.resume, cfg.hidden, cfg.iterations = True, 12, 4
+    cfg.set(resume=True, hidden=12, iterations=4)
     with pytest.raises(NowcastError, match="model settings"):
         train(cfg)
     with pytest.raises(NowcastError, match="no training state"):
@@ -371,8 +393,8 @@ def test_state_file_loads_with_weights_only(reference_run):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_on_gpu(tmp_path, amp):
-    cfg = tiny(tmp_path, f"gpu-{amp}", sequences=[("syn", synthetic_seq(n=20, size=32))], device="cuda", amp=amp,
-               motion=True, iterations=3, val_every=3, checkpoint_every=3,
+    cfg = tiny(tmp_path, f"gpu-{amp}", sequences=[("syn", synthetic_seq(n=20, size=32))], device="cuda", precision=amp,
+               motion=True, num_layers=2, iterations=3, val_every=3, checkpoint_every=3,
                val_sequences=[("val", synthetic_seq(n=6, size=32, seed=4))])
     s = train(cfg)
     assert s["status"] == "completed" and s["amp"] == ("bfloat16" if amp == "bf16" else "float16")

@@ -1,112 +1,358 @@
-"""`nowcast train`: train a network on a radar archive."""
+"""`nowcast train`: train a network on a radar archive.
+
+The options are a table (``OPTIONS``): each maps one command-line option onto one setting of
+``nowcast.train.TrainConfig`` (dotted key). Only the options a user gives change a setting, in this
+order: the defaults (or, with --resume, the run's own settings), then ``--config run.toml``, then
+``--set KEY=VALUE``, then the named options.
+"""
 
 from __future__ import annotations
 
+import inspect
+import math
+import tomllib
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
 from ..errors import NowcastError
-from .common import (DEVICE, OFFSET, OVERWRITE, PRECISION, REDUCE, SCALE, SELECT, UNITS, VARIABLE, app, err,
-                     _load_method, _open, out)
+from .common import OFFSET, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open, app, err, out
 
 
-def _int_list(text: str, option: str) -> tuple:
+class Backbone(str, Enum):
+    predrnn = "predrnn"
+    convlstm = "convlstm"
+
+
+class Loss(str, Enum):
+    l1 = "l1"
+    l2 = "l2"
+    l1_l2 = "l1+l2"
+
+
+class LRSchedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    off = "off"  # the older name of fp32
+
+
+class Frame(str, Enum):
+    eulerian = "eulerian"
+    lagrangian = "lagrangian"
+
+
+def _ints(text: str) -> tuple:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise NowcastError(f"{option} {text!r} must be whole numbers separated by commas") from None
+        raise NowcastError(f"{text!r} must be whole numbers separated by commas") from None
     if not values or min(values) < 1:
-        raise NowcastError(f"{option} {text!r} must list positive whole numbers")
+        raise NowcastError(f"{text!r} must list positive whole numbers")
     return values
 
 
-@app.command(epilog="Examples:\n\n  nowcast train archive/*.nc --val held_out.nc --out runs/my-model --iterations 20000\n\n"
-                    "  nowcast train archive/*.nc --val held_out.nc --out runs/my-model --resume\n\n"
-                    "  torchrun --standalone --nproc_per_node 4 -m nowcast train archive/*.nc --out runs/m\n\n"
-                    "Under torchrun, each process drives one GPU (or CPU workers, with gloo) and --batch-size is "
-                    "the global batch, split evenly.")
-def train(
-    data: List[Path] = typer.Argument(..., help="Training radar files; each file (or quoted glob) is one sequence."),
-    out_dir: Path = typer.Option(..., "--out", help="Folder for checkpoints and logs."),
-    val: Optional[List[Path]] = typer.Option(None, "--val", help="Held-out validation file(s)."),
-    val_fraction: float = typer.Option(0.0, "--val-fraction", min=0.0, max=0.9,
-                                       help="Or: validate on the last fraction of each sequence."),
-    val_time: Optional[str] = typer.Option(None, "--val-time", metavar="START/END",
-                                           help="Or: validate on the frames in this time range "
-                                                "(ISO 8601, e.g. 2020-10-31T12:00/2020-10-31T18:00)."),
-    synthetic_fraction: float = typer.Option(0.0, "--synthetic-fraction", min=0.0, max=1.0,
-                                             help="Share of samples drawn from synthetic radar."),
-    backbone: str = typer.Option("predrnn", "--backbone", help="predrnn or convlstm."),
-    motion: bool = typer.Option(True, "--motion/--no-motion", help="MotionGRU + Motion Highway on or off."),
-    layers: int = typer.Option(4, "--layers", min=1),
-    hidden: int = typer.Option(64, "--hidden", min=1, help="Hidden channels per layer."),
-    kernel: int = typer.Option(5, "--kernel", min=1),
-    patch: int = typer.Option(4, "--patch", min=1),
-    input_frames: int = typer.Option(5, "--input-frames", min=2),
-    lead_frames: int = typer.Option(10, "--lead-frames", min=1),
-    iterations: int = typer.Option(100_000, "--iterations", min=1),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
-    lr: float = typer.Option(3e-4, "--lr"),
-    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or cosine."),
-    warmup: int = typer.Option(0, "--warmup", min=0),
-    crop: int = typer.Option(64, "--crop", min=8, help="Random crop size (pixels)."),
-    coarsen: str = typer.Option("1,2", "--coarsen", help="Coarsening factors to sample from."),
-    time_strides: str = typer.Option("1,2,3", "--time-strides", help="Frame strides (speed augmentation)."),
-    loss: str = typer.Option("l1+l2", "--loss", help="l1, l2 or l1+l2 (the paper)."),
-    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", min=0.0,
-                                              help="Clip the global gradient norm (default: no clipping)."),
-    echo_dbz: float = typer.Option(15.0, "--echo-dbz", help="A pixel at or above this counts as echo."),
-    min_echo_fraction: float = typer.Option(0.02, "--min-echo-fraction", min=0.0, max=1.0,
-                                            help="Crops with less echo are dry; 9 in 10 dry crops are redrawn."),
-    balanced_loss: bool = typer.Option(False, "--balanced-loss", help="Weight heavy echoes (HKO-7)."),
-    balance_power: float = typer.Option(1.0, "--balance-power", min=0.01, max=1.0,
-                                        help="Raise the HKO-7 weights to this power (0.5: milder)."),
-    residual: bool = typer.Option(False, "--residual/--no-residual",
-                                  help="Forecast the change from the last frame (starts as persistence; "
-                                       "not in the paper)."),
-    sampling_iterations: Optional[int] = typer.Option(None, "--sampling-iterations",
-                                                      help="Scheduled sampling length (default: half)."),
-    val_every: int = typer.Option(1000, "--val-every", min=1),
-    val_stride: int = typer.Option(1, "--val-stride", min=1),
-    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    amp: str = typer.Option("auto", "--amp", help="Mixed precision on GPU: auto, bf16, fp16 or off."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
-    init_from: Optional[str] = typer.Option(None, "--init-from",
-                                            help="Start from these weights (a model name or file, same architecture)."),
-    variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
-    offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
-    device: str = DEVICE, overwrite: bool = OVERWRITE,
-):
-    """Train MotionRNN (or plain PredRNN / ConvLSTM) on your radar archive; resumable."""
-    from ..checkpoint import resolve_model_path
-    from ..train import TrainConfig, train as run_training
+def _floats(text: str) -> tuple:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise NowcastError(f"{text!r} must be numbers separated by commas") from None
 
-    if not out_dir.parent.exists():
-        raise NowcastError(f"folder {out_dir.parent} does not exist", out_dir)
-    sequences = [(str(p), _open([p], variable, units, scale, offset, select, reduce)) for p in data]
-    val_sequences = [(str(p), _open([p], variable, units, scale, offset, select, reduce)) for p in val or []]
-    config = TrainConfig(
-        out=out_dir, sequences=sequences, val_sequences=val_sequences, val_fraction=val_fraction,
-        val_time=val_time, synthetic_fraction=synthetic_fraction, backbone=backbone, motion=motion,
-        num_layers=layers, hidden=hidden, kernel_size=kernel, patch_size=patch, n_in=input_frames, n_out=lead_frames,
-        crop=crop, coarsen_factors=_int_list(coarsen, "--coarsen"),
-        time_strides=_int_list(time_strides, "--time-strides"), iterations=iterations,
-        batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup=warmup, balanced_loss=balanced_loss,
-        balance_power=balance_power, loss=loss, grad_clip=grad_clip or None, echo_threshold=echo_dbz,
-        min_echo_fraction=min_echo_fraction, model_options={"residual": True} if residual else {},
-        sampling_iterations=sampling_iterations, seed=seed, device=device, amp=amp, val_every=val_every,
-        val_stride=val_stride, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
-        init_from=None if init_from is None else str(resolve_model_path(init_from)),
-    )
-    summary = run_training(config, progress="rich")
-    best = summary.get("best") or {}
+
+def _names(text: str) -> tuple:
+    return tuple(v.strip() for v in text.split(",") if v.strip() and v.strip() != "none")
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One option: its flags, the setting it sets, its type, and how text becomes the setting's value."""
+
+    flags: tuple
+    key: str
+    type: Any
+    help: str
+    convert: Callable | None = None
+
+    @property
+    def metavar(self) -> str | None:
+        """Plain metavars instead of <int>/<str> noise; Enums and flags show their choices."""
+        if self.convert is not None:
+            return "LIST"
+        return {int: "N", float: "NUMBER", str: "TEXT"}.get(self.type)
+
+    @property
+    def param(self) -> str:
+        return self.flags[0].split("/")[0].lstrip("-").replace("-", "_")
+
+
+OPTIONS = (
+    # validation
+    Opt(("--val-fraction",), "validation.fraction", float, "Validate on the last fraction of each sequence."),
+    Opt(("--val-time",), "validation.time", str, "Or validate on the frames in START/END (ISO 8601, e.g. "
+                                                 "2020-10-31T12:00/2020-10-31T18:00)."),
+    Opt(("--val-every",), "validation.every", int, "Validate every N iterations."),
+    Opt(("--val-stride",), "validation.stride", int, "Use every N-th validation window."),
+    Opt(("--val-batch-size",), "validation.batch_size", int, "Validation batch size."),
+    Opt(("--val-thresholds",), "validation.thresholds", str, "CSI/POD/FAR thresholds (dBZ), e.g. 30,40,50.",
+        _floats),
+    Opt(("--best-metric",), "validation.metric", str, "Score that picks best.safetensors, e.g. csi30+csi40.")
+    ,
+    Opt(("--baselines",), "validation.baselines", str, "Baselines scored beside the model (or none).", _names),
+    # synthetic data
+    Opt(("--synthetic-fraction",), "synthetic.fraction", float, "Share of samples drawn from synthetic radar."),
+    Opt(("--synthetic-sequences",), "synthetic.sequences", int, "Number of synthetic sequences."),
+    Opt(("--synthetic-frames",), "synthetic.frames", int, "Frames per synthetic sequence."),
+    Opt(("--synthetic-size",), "synthetic.size", int, "Synthetic grid size (pixels)."),
+    # model
+    Opt(("--backbone",), "model.backbone", Backbone, "Recurrent block."),
+    Opt(("--motion/--no-motion",), "model.motion", bool, "MotionGRU + Motion Highway on or off (needs 2+ layers)."),
+    Opt(("--layers",), "model.num_layers", int, "Recurrent layers."),
+    Opt(("--hidden",), "model.hidden", int, "Hidden channels per layer."),
+    Opt(("--kernel",), "model.kernel_size", int, "Convolution kernel size (odd)."),
+    Opt(("--patch",), "model.patch_size", int, "Patch size (frames are folded into p x p patches)."),
+    Opt(("--input-frames",), "model.input_frames", int, "Input frames."),
+    Opt(("--lead-frames",), "model.output_frames", int, "Forecast frames."),
+    Opt(("--residual/--no-residual",), "model.residual", bool, "Forecast the change from the last frame "
+                                                               "(starts as persistence; not in the paper)."),
+    Opt(("--frame",), "model.frame", Frame, "Eulerian grid, or Lagrangian (optical flow carries the motion)."),
+    # samples
+    Opt(("--crop",), "data.crop", int, "Random crop size (pixels)."),
+    Opt(("--coarsen",), "data.coarsen_factors", str, "Coarsening factors to sample from, e.g. 1,2.", _ints),
+    Opt(("--time-strides",), "data.time_strides", str, "Frame strides (speed augmentation), e.g. 1,2,3.", _ints),
+    Opt(("--flips/--no-flips",), "data.flips", bool, "Random rotations and flips."),
+    Opt(("--echo-dbz",), "data.echo_threshold", float, "A pixel at or above this counts as echo."),
+    Opt(("--min-echo-fraction",), "data.min_echo_fraction", float, "Crops with less echo are dry."),
+    Opt(("--dry-keep-probability",), "data.dry_keep_probability", float, "Share of dry crops kept."),
+    # optimisation
+    Opt(("--iterations",), "optim.iterations", int, "Training iterations (in all, over resumes)."),
+    Opt(("--batch-size",), "optim.batch_size", int, "Global batch size (split over torchrun processes)."),
+    Opt(("--lr",), "optim.lr", float, "Learning rate (Adam)."),
+    Opt(("--lr-schedule",), "optim.lr_schedule", LRSchedule, "Learning-rate schedule."),
+    Opt(("--warmup",), "optim.warmup", int, "Iterations of linear warm-up."),
+    Opt(("--min-lr",), "optim.min_lr", float, "End of the cosine schedule."),
+    Opt(("--grad-clip",), "optim.grad_clip", float, "Clip the global gradient norm (0: no clipping)."),
+    Opt(("--loss",), "optim.loss", Loss, "Loss on the [0, 1] scale (the paper: l1+l2)."),
+    Opt(("--balanced-loss/--no-balanced-loss",), "optim.balanced_loss", bool, "Weight heavy echoes (HKO-7)."),
+    Opt(("--balance-power",), "optim.balance_power", float, "Raise the HKO-7 weights to this power (0.5: milder)."),
+    Opt(("--sampling-iterations",), "optim.sampling_iterations", int, "Scheduled sampling length."),
+    Opt(("--seed",), "optim.seed", int, "Random seed."),
+    # run
+    Opt(("--device",), "run.device", str, "auto (CUDA when present), cpu, cuda or cuda:N."),
+    Opt(("--precision", "--amp"), "run.precision", Precision, "Arithmetic: bf16 (CPU or GPU), fp16 (GPU), fp32; "
+                                                              "auto = bf16/fp16 on a GPU, fp32 on a CPU."),
+    Opt(("--deterministic/--no-deterministic",), "run.deterministic", bool, "Deterministic torch kernels."),
+    Opt(("--checkpoint-every",), "run.checkpoint_every", int, "Save the training state every N iterations."),
+    Opt(("--log-every",), "run.log_every", int, "Write a log row every N iterations."),
+    Opt(("--init-from",), "run.init_from", str, "Start from these weights (a model name or file, same "
+                                                "architecture)."),
+)
+
+
+def _default_text(key: str) -> str:
+    from ..train import TrainConfig
+
+    value = TrainConfig().flat().get(key)
+    if isinstance(value, list):
+        value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
+    return "" if value is None else f" [default: {value}]"
+
+
+def _parameters() -> list[inspect.Parameter]:
+    """The command's parameters: the fixed ones, then one per row of OPTIONS (all default None: unset)."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+    fixed = [
+        ("data", List[Path], typer.Argument(..., metavar="RADAR_FILE", help="Training radar files; each file (or quoted glob) is one "
+                                                      "sequence.")),
+        ("out_dir", Path, typer.Option(..., "--out", metavar="FOLDER", help="Folder for checkpoints and logs (created with its "
+                                                          "parents).")),
+        ("config_file", Optional[Path], typer.Option(None, "--config", metavar="FILE.toml", help="Settings from a TOML file: tables "
+                                                     "[model] [data] [synthetic] [optim] [validation] [run].")),
+        ("settings", Optional[List[str]], typer.Option(None, "--set", metavar="KEY=VALUE",
+                                                       help="Any setting, e.g. --set optim.min_lr=1e-5 "
+                                                            "(value in TOML syntax).")),
+        ("val", Optional[List[Path]], typer.Option(None, "--val", metavar="FILE", help="Held-out validation file(s).")),
+        ("resume", bool, typer.Option(False, "--resume", help="Continue the run in --out with its own settings.")),
+        ("overwrite", bool, typer.Option(False, "--overwrite", help="Start afresh in a folder that holds a run.")),
+    ]
+    params = [inspect.Parameter(name, kw, default=default, annotation=ann) for name, ann, default in fixed]
+    for opt in OPTIONS:
+        option = typer.Option(None, *opt.flags, help=opt.help + _default_text(opt.key), show_default=False,
+                              metavar=opt.metavar)
+        params.append(inspect.Parameter(opt.param, kw, default=option, annotation=Optional[opt.type]))
+    for name, default in (("variable", VARIABLE), ("units", UNITS), ("scale", SCALE), ("offset", OFFSET),
+                          ("select", SELECT), ("reduce", REDUCE)):
+        ann = Optional[List[str]] if name == "select" else Optional[float] if name in ("scale", "offset") \
+            else Optional[str]
+        params.append(inspect.Parameter(name, kw, default=default, annotation=ann))
+    return params
+
+
+def _parse_set(items) -> dict:
+    """--set KEY=VALUE pairs; VALUE is read as TOML (1e-5, true, [1, 2], "text"), else as text."""
+    changes = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise NowcastError(f"--set {item!r} must look like KEY=VALUE, e.g. optim.min_lr=1e-5")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        changes[key.strip()] = value
+    return changes
+
+
+def _given_options(kwargs: dict) -> dict:
+    """The settings the named options set (only those given), as dotted keys."""
+    changes = {}
+    for opt in OPTIONS:
+        value = kwargs.get(opt.param)
+        if value is None:
+            continue
+        value = getattr(value, "value", value)
+        changes[opt.key] = opt.convert(value) if opt.convert else value
+    if changes.get("optim.grad_clip") == 0:
+        changes["optim.grad_clip"] = None
+    if changes.get("run.init_from"):
+        from ..checkpoint import resolve_model_path
+
+        changes["run.init_from"] = str(resolve_model_path(changes["run.init_from"]))
+    if changes.get("model.frame") == "lagrangian" and "model.residual" not in changes:
+        changes["model.residual"] = True  # a Lagrangian model forecasts changes: it starts as extrapolation
+    return changes
+
+
+def build_config(out_dir: Path, resume: bool, overwrite: bool, config_file=None, settings=None, given=None):
+    """The run's TrainConfig: defaults (or the resumed run's settings), TOML file, --set, named options."""
+    from ..train import TrainConfig, load_toml
+    from ..train.config import resumed
+    from ..train.state import STATE_FILE, load_train_state
+
+    changes = {**(load_toml(config_file) if config_file else {}), **_parse_set(settings), **(given or {})}
+    changes.update({"run.out": str(out_dir), "run.overwrite": overwrite})
+    if not resume:
+        return TrainConfig().override(changes)
+    state = load_train_state(out_dir / STATE_FILE)
+    saved = dict(_saved_settings(state))
+    return resumed(saved, changes)
+
+
+def _saved_settings(state: dict) -> dict:
+    import json
+
+    settings = json.loads(state.get("settings") or "{}")
+    if "model" in settings and isinstance(settings["model"], dict):
+        return settings
+    return {**settings, "model_options": state.get("model_config", {})}  # an older, flat run
+
+
+def _train(**kwargs):
+    """Train MotionRNN (or plain PredRNN / ConvLSTM) on your radar archive; resumable."""
+    from ..train import train as run_training
+
+    config = build_config(kwargs["out_dir"], kwargs["resume"], kwargs["overwrite"], kwargs["config_file"],
+                          kwargs["settings"], _given_options(kwargs))
+    reading = [kwargs[k] for k in ("variable", "units", "scale", "offset", "select", "reduce")]
+    sequences = [(str(p), _open([p], *reading)) for p in kwargs["data"]]
+    val_sequences = [(str(p), _open([p], *reading)) for p in kwargs["val"] or []]
+    summary = run_training(config, sequences, val_sequences, progress=RichProgress())
     if summary["rank"] == 0:  # under torchrun, one process reports
-        out.print(f"{summary['status']}: {summary['iterations']} iterations in {summary['wall_time_s']:.0f} s; "
-                  f"checkpoint {summary['paths']['last']}"
-                  + (f"; best {best.get('metric')} = {best.get('value'):.4f} at iteration {best.get('iteration')} "
-                     f"({summary['paths']['best']})" if best.get("value") is not None else ""))
+        out.print(summary_line(summary), markup=False, highlight=False)
     if summary["status"] == "interrupted":
         raise typer.Exit(130)
+
+
+_train.__signature__ = inspect.Signature(_parameters())
+train = app.command(
+    "train",
+    epilog="Examples:\n\n  nowcast train archive/*.nc --val held_out.nc --out runs/my-model --iterations 20000\n\n"
+           "  nowcast train archive/*.nc --val held_out.nc --out runs/my-model --resume --iterations 40000\n\n"
+           "  nowcast train archive/*.nc --out runs/m --config run.toml --set optim.min_lr=1e-5\n\n"
+           "  torchrun --standalone --nproc_per_node 4 -m nowcast train archive/*.nc --out runs/m\n\n"
+           "Under torchrun, each process drives one GPU (or CPU workers, with gloo) and --batch-size is "
+           "the global batch, split evenly. --resume reads the architecture and recipe from the run; "
+           "only how long, how often and where it runs may change.",
+)(_train)
+
+
+# ------------------------------------------------------------------------------- reporting
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else "-"
+
+
+def validation_line(ev) -> str:
+    """'iteration 1000: metric 0.210 csi30 0.25 ... | persistence 0.170 | extrapolation 0.300'."""
+    keys = [k for k in ev.scores if k == "metric" or k.startswith("csi") or k == "gdl"]
+    text = f"iteration {ev.iteration}: " + ", ".join(f"{k} {_fmt(ev.scores[k])}" for k in keys)
+    for name, scores in (ev.baselines or {}).items():
+        text += f" | {name} {_fmt(scores.get('metric'))}"
+    return text
+
+
+def summary_line(summary: dict) -> str:
+    best = summary.get("best") or {}
+    text = (f"{summary['status']}: {summary['iterations']} iterations in {summary['wall_time_s']:.0f} s; "
+            f"checkpoint {summary['paths']['last']}")
+    if best.get("value") is not None:
+        text += (f"; best {best.get('metric')} = {best['value']:.4f} at iteration {best.get('iteration')} "
+                 f"({summary['paths']['best']})")
+    verdicts = [f"{'ahead of' if ahead else 'behind'} {name}" for name, ahead in (summary.get("ahead_of") or {}).items()
+                if ahead is not None]
+    if verdicts:
+        text += "; the model is " + ", ".join(verdicts)
+    return text
+
+
+class RichProgress:
+    """The progress display of `nowcast train`: a rich bar with loss, it/s and time left."""
+
+    def __init__(self, console=None):
+        self.console = console or out
+        self._progress = None
+        self._task = None
+
+    def __call__(self, ev) -> None:
+        handler = getattr(self, f"_on_{ev.kind}", None)
+        if ev.kind == "start" or self._progress is not None:
+            if handler is not None:
+                handler(ev)
+
+    def _on_start(self, ev) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[speed]}"), TimeRemainingColumn(), console=self.console, transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=ev.total, completed=ev.iteration, loss="-", speed="")
+        if ev.message:
+            self._progress.console.print(ev.message, markup=False)
+
+    def _on_step(self, ev) -> None:
+        speed = f"{ev.it_per_s:.2f} it/s" if ev.it_per_s else ""
+        loss = f"{ev.loss:.4f}" if ev.loss is not None else "-"
+        self._progress.update(self._task, completed=ev.iteration, loss=loss, speed=speed)
+
+    def _on_validation(self, ev) -> None:
+        if ev.message:
+            self._progress.console.print(f"note: {ev.message}", markup=False)
+        if ev.scores:
+            self._progress.console.print(validation_line(ev), markup=False)
+
+    def _on_end(self, ev) -> None:
+        if ev.message:
+            self._progress.console.print(ev.message, markup=False)
+        self._progress.stop()
+        self._progress = None

@@ -1,0 +1,72 @@
+"""Where and in what arithmetic the networks run: the device, and mixed precision with one vocabulary.
+
+Precision names (the same for training and forecasting):
+
+- ``fp32``: full precision (``off``, ``float32`` and ``none`` mean the same).
+- ``bf16``: autocast to bfloat16; on a GPU that has it and on a CPU (fast where the CPU has AVX512-BF16
+  or AMX). Master weights stay float32 and no gradient scaling is needed (bf16 has float32's range).
+- ``fp16``: autocast to float16, on a GPU only; training pairs it with a gradient scaler.
+- ``auto``: bf16 on a GPU that supports it, else fp16 on a GPU; fp32 on a CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import NowcastError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_ALIASES = {"off": "fp32", "float32": "fp32", "none": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def resolve_device(device="auto") -> torch.device:
+    """``auto`` (CUDA when torch sees a GPU), ``cpu``, ``cuda``, ``cuda:N`` or a torch.device."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise NowcastError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NowcastError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return dev
+
+
+def normalize_precision(precision) -> str:
+    """The canonical name (auto | fp32 | bf16 | fp16) of a precision setting; NowcastError otherwise."""
+    text = "fp32" if precision is None else str(getattr(precision, "value", precision)).strip().lower()
+    text = _ALIASES.get(text, text)
+    if text not in PRECISIONS:
+        raise NowcastError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    return text
+
+
+def autocast_dtype(precision, device) -> torch.dtype | None:
+    """The autocast dtype for this precision on this device, or None for full precision."""
+    name = normalize_precision(precision)
+    dev = torch.device(device)
+    if name == "fp32":
+        return None
+    if name == "auto":
+        if dev.type != "cuda":
+            return None  # bf16 on CPU is opt-in: it changes the numbers, and old CPUs emulate it slowly
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name == "fp16" and dev.type != "cuda":
+        raise NowcastError("precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """fp32 | bf16 | fp16 for an autocast dtype (None = fp32)."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def autocast(precision, device):
+    """A context manager running its block in ``precision`` on ``device`` (a no-op for fp32)."""
+    dev = torch.device(device)
+    dtype = autocast_dtype(precision, dev)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=dev.type, dtype=dtype)

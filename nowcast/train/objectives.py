@@ -1,0 +1,137 @@
+"""What training optimises and selects for: the loss, the learning-rate schedule, scheduled sampling,
+and the validation score that picks the best checkpoint. Pure functions, tested by hand."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import torch
+
+from ..errors import NowcastError
+from ..units import DBZ_CEIL, DBZ_FLOOR, MP_A, MP_B
+
+LOSSES = ("l1", "l2", "l1+l2")
+LR_SCHEDULES = ("constant", "cosine")
+
+# HKO-7 balanced loss (Shi et al. 2017): weight 1, 2, 5, 10, 30 from rain rates of 2, 5, 10, 30 mm/h up
+BALANCE_RAIN_RATES = (2.0, 5.0, 10.0, 30.0)
+BALANCE_WEIGHTS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def truth_probability(iteration: int, sampling_iterations: int) -> float:
+    """PredRNN's scheduled sampling: the probability of feeding a true frame, 1 at the start,
+    decaying linearly to 0 at ``sampling_iterations`` (0 = never feed truth)."""
+    if sampling_iterations <= 0:
+        return 0.0
+    return max(0.0, 1.0 - float(iteration) / float(sampling_iterations))
+
+
+def sampling_mask(seed: int, iteration: int, batch: int, steps: int, probability: float) -> np.ndarray:
+    """(batch, steps) float32 mask, 1 = feed the true frame at that output step.
+
+    Drawn from a generator keyed by (seed, iteration), so the mask of any iteration is reproducible
+    without carrying RNG state across a resume.
+    """
+    rng = np.random.default_rng([int(seed), 0x5A3B, int(iteration)])
+    return (rng.random((batch, steps)) < probability).astype(np.float32)
+
+
+def learning_rate(iteration: int, optim) -> float:
+    """Learning rate for the optimizer step that follows ``iteration`` completed steps.
+
+    ``optim``: an OptimConfig (or a TrainConfig, whose ``optim`` is used)."""
+    optim = getattr(optim, "optim", optim)
+    base = float(optim.lr)
+    warm = int(optim.warmup)
+    if warm > 0 and iteration < warm:
+        return base * (iteration + 1) / warm
+    if optim.lr_schedule == "constant":
+        return base
+    span = max(1, int(optim.iterations) - warm)
+    progress = min(1.0, max(0.0, (iteration - warm) / span))
+    return float(optim.min_lr + 0.5 * (base - optim.min_lr) * (1.0 + math.cos(math.pi * progress)))
+
+
+def balance_thresholds_dbz(a: float = MP_A, b: float = MP_B) -> tuple[float, ...]:
+    """The HKO-7 rain-rate thresholds in dBZ (Marshall-Palmer by default)."""
+    return tuple(10.0 * math.log10(a * r**b) for r in BALANCE_RAIN_RATES)
+
+
+def balanced_weights(target_dbz: torch.Tensor, thresholds_dbz=None, power: float = 1.0) -> torch.Tensor:
+    """Per-pixel loss weights from the target reflectivity: 1 below 2 mm/h, 2, 5, 10, 30 from 30 mm/h
+    (each raised to ``power``)."""
+    thresholds_dbz = balance_thresholds_dbz() if thresholds_dbz is None else thresholds_dbz
+    levels = [w ** float(power) for w in BALANCE_WEIGHTS]
+    w = torch.full_like(target_dbz, levels[0])
+    for t, lo, hi in zip(thresholds_dbz, levels[:-1], levels[1:]):
+        w = w + (hi - lo) * (target_dbz >= t).to(w.dtype)
+    return w
+
+
+def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False,
+                balance_power: float = 1.0, denominator=None) -> torch.Tensor:
+    """Mean (weighted) L1 / L2 / L1+L2 error on the [0, 1] scale over the pixels that have data.
+
+    Computed in float32 whatever precision the forward pass ran in. ``denominator``: divide by this
+    count of valid pixels instead of this batch's (a process's share of a global batch divides by the
+    global count)."""
+    pred = pred.float()
+    d = pred - target
+    if kind == "l1":
+        err = d.abs()
+    elif kind == "l2":
+        err = d * d
+    elif kind == "l1+l2":
+        err = d.abs() + d * d
+    else:
+        raise NowcastError(f"unknown loss {kind!r}; choose l1, l2 or l1+l2")
+    w = mask
+    if balanced:
+        w = w * balanced_weights(target * (DBZ_CEIL - DBZ_FLOOR) + DBZ_FLOOR, power=balance_power)
+    count = mask.sum() if denominator is None else torch.as_tensor(denominator, dtype=err.dtype)
+    return (err * w).sum() / count.clamp(min=1.0)
+
+
+_METRIC_TERM = re.compile(r"^(csi|pod|far|bias)(\d+(?:\.\d+)?)$|^(gdl|mse|mae|ssim)$")
+_HIGHER_BETTER = {"csi": True, "pod": True, "ssim": True, "far": False, "gdl": False, "mse": False, "mae": False}
+
+
+def parse_metric(text: str) -> tuple[list[tuple[str, str | None]], bool]:
+    """'csi30+csi40' -> ([('csi', '30'), ('csi', '40')], higher_is_better). The metric is the terms' mean."""
+    terms, directions = [], set()
+    for part in str(text).lower().replace(" ", "").split("+"):
+        m = _METRIC_TERM.match(part)
+        if not m or m.group(1) == "bias":
+            raise NowcastError(
+                f"unknown validation metric {part!r} in {text!r}: use csiT, podT, farT (T in dBZ), gdl, mse, mae, "
+                "ssim, joined by '+'"
+            )
+        name = m.group(1) or m.group(3)
+        key = None if m.group(3) else f"{float(m.group(2)):g}"
+        terms.append((name, key))
+        directions.add(_HIGHER_BETTER[name])
+    if len(directions) != 1:
+        raise NowcastError(f"validation metric {text!r} mixes higher-is-better and lower-is-better scores")
+    return terms, directions.pop()
+
+
+def metric_value(scores: dict, terms) -> float:
+    """Mean of the terms, leaving out undefined ones (a CSI with no observed and no forecast event:
+    nothing to get wrong); NaN only when every term is undefined."""
+    vals = []
+    for name, key in terms:
+        v = scores[name] if key is None else scores[name].get(key, float("nan"))
+        vals.append(float("nan") if v is None else float(v))
+    vals = [v for v in vals if math.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def is_better(value: float, old: float | None, higher_better: bool) -> bool:
+    """Whether a validation score beats the best so far (an undefined score never does)."""
+    if not math.isfinite(value):
+        return False
+    if old is None or not math.isfinite(old):
+        return True
+    return value > old if higher_better else value < old

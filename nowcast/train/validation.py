@@ -1,0 +1,70 @@
+"""Validation: the model and the baselines scored on exactly the same windows (``nowcast.evaluate``)."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..errors import NowcastError
+from ..evaluate import evaluate
+from ..forecast import ModelForecaster
+from ..methods import get_method
+from .config import TrainConfig
+from .objectives import metric_value
+
+
+def _evaluate(val_seqs, methods, config: TrainConfig) -> dict:
+    v = config.validation
+    return evaluate(val_seqs, methods, thresholds=v.thresholds, n_in=config.model.input_frames,
+                    n_out=config.model.output_frames, stride=v.stride, batch_size=v.batch_size)
+
+
+def summarize(result: dict, windows: int, terms) -> dict:
+    """One method's evaluate() result as flat scores: metric, csiT, podT, farT, gdl, mse, mae, ssim."""
+    scores = {"metric": metric_value({k: result[k] for k in ("csi", "pod", "far", "gdl", "mse", "mae", "ssim")},
+                                     terms),
+              "windows": int(windows)}
+    for name in ("csi", "pod", "far"):
+        for key, v in result[name].items():
+            scores[f"{name}{key}"] = float(v)
+    for name in ("gdl", "mse", "mae", "ssim"):
+        scores[name] = float(result[name])
+    return scores
+
+
+def validate_model(model, model_config, val_seqs, config: TrainConfig, device, terms) -> dict:
+    """The model's flat scores on the validation windows (full precision, eval mode, weights untouched)."""
+    info = {"name": "model", "path": None, "config": model_config, "meta": {}, "sha256": None}
+    was_training = model.training  # the forecaster switches the model to eval mode
+    try:
+        forecaster = ModelForecaster(model, info, device=device, batch_size=config.validation.batch_size)
+        with torch.no_grad():
+            res = _evaluate(val_seqs, [forecaster], config)
+    finally:
+        model.train(was_training)
+    return summarize(res["results"][forecaster.name], res["windows"], terms)
+
+
+def score_baselines(val_seqs, config: TrainConfig, terms) -> tuple[dict, list[str]]:
+    """The baselines' flat scores on the validation windows, and notes on the baselines left out
+    (pysteps missing, grid too small). Computed once per run: they do not change while the model trains."""
+    methods, notes = [], []
+    for name in config.validation.baselines:
+        try:
+            methods.append(get_method(name))
+        except NowcastError as exc:
+            notes.append(f"baseline {name} left out: {exc}")
+    if not methods:
+        return {}, notes
+    smallest = min(min(da.shape[-2:]) for _, da in val_seqs)
+    for m in list(methods):
+        if smallest < getattr(m, "min_grid", 1):
+            methods.remove(m)
+            notes.append(f"baseline {m.name} left out: validation grids of {smallest} pixels are too small")
+    if not methods:
+        return {}, notes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pysteps' motion warnings on dry windows say nothing here
+        res = _evaluate(val_seqs, methods, config)
+    return {m.name: summarize(res["results"][m.name], res["windows"], terms) for m in methods}, notes
