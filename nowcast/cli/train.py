@@ -143,6 +143,9 @@ OPTIONS = (
     Opt(("--loss",), "optim.loss", Loss, "Loss on the [0, 1] scale (the paper: l1+l2)."),
     Opt(("--balanced-loss/--no-balanced-loss",), "optim.balanced_loss", bool, "Weight heavy echoes (HKO-7)."),
     Opt(("--balance-power",), "optim.balance_power", float, "Raise the HKO-7 weights to this power (0.5: milder)."),
+    Opt(("--balance-on",), "optim.balance_on", str, "Heavy-echo weights from the target, or from both forecast "
+                                                    "and target (false alarms cost too)."),
+    Opt(("--soft-csi",), "optim.soft_csi", float, "Weight of a differentiable CSI term at 30 and 40 dBZ."),
     Opt(("--sampling-iterations",), "optim.sampling_iterations", int, "Scheduled sampling length."),
     Opt(("--seed",), "optim.seed", int, "Random seed."),
     # run

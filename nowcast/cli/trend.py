@@ -56,9 +56,11 @@ def visualize_trend(
         vec = trend_lib.trend_vectors(fc_method, past, layer=layer, step=step, field=field, transient=transient)
     trend_lib.plot_trend_vectors(vec, past.isel(time=-1), output, every=every, overwrite=overwrite)
     s = trend_lib.summarise(vec)
-    say(f"wrote {output}: {field} of MotionGRU {vec.attrs['layer']} at step {vec.attrs['step']} "
-              f"({vec.attrs['step_reads']}) of {fc_method.name}; mean displacement dx {s['mean_dx']:+.2f}, "
-              f"dy {s['mean_dy']:+.2f} grid cells per step")
+    what = (f"optical flow and the learned correction ({field} of MotionGRU {vec.attrs['layer']})"
+            if vec.attrs.get("frame") == "lagrangian" else f"{field} of MotionGRU {vec.attrs['layer']}")
+    moved = "flow + correction" if vec.attrs.get("frame") == "lagrangian" else "displacement"
+    say(f"wrote {output}: {what} at step {vec.attrs['step']} ({vec.attrs['step_reads']}) of {fc_method.name}; "
+        f"mean {moved} dx {s['mean_dx']:+.2f}, dy {s['mean_dy']:+.2f} grid cells per step")
     if vectors is not None:
         trend_lib.write_vectors(vec, vectors, overwrite=overwrite)
         say(f"wrote {vectors}")

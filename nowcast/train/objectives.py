@@ -15,6 +15,10 @@ from ..units import DBZ_CEIL, DBZ_FLOOR, MP_A, MP_B
 LOSSES = ("l1", "l2", "l1+l2")
 LR_SCHEDULES = ("constant", "cosine")
 
+SOFT_CSI_DBZ = (30.0, 40.0)  # the thresholds the checkpoints are chosen by
+SOFT_CSI_WIDTH_DBZ = 2.0  # how soft the soft-CSI events are: 2 dBZ from 27 % to 73 %
+BALANCE_ON = ("target", "both")
+
 # HKO-7 balanced loss (Shi et al. 2017): weight 1, 2, 5, 10, 30 from rain rates of 2, 5, 10, 30 mm/h up
 BALANCE_RAIN_RATES = (2.0, 5.0, 10.0, 30.0)
 BALANCE_WEIGHTS = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -71,12 +75,15 @@ def balanced_weights(target_dbz: torch.Tensor, thresholds_dbz=None, power: float
 
 
 def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False,
-                balance_power: float = 1.0, denominator=None) -> torch.Tensor:
+                balance_power: float = 1.0, denominator=None, balance_on: str = "target",
+                soft_csi: float = 0.0, soft_csi_dbz=SOFT_CSI_DBZ) -> torch.Tensor:
     """Mean (weighted) L1 / L2 / L1+L2 error on the [0, 1] scale over the pixels that have data.
 
     Computed in float32 whatever precision the forward pass ran in. ``denominator``: divide by this
     count of valid pixels instead of this batch's (a process's share of a global batch divides by the
-    global count)."""
+    global count). ``balance_on="both"`` takes each pixel's HKO-7 weight from the larger of forecast and
+    truth, so a false alarm of heavy echo costs as much as a miss. ``soft_csi`` > 0 adds that weight times
+    the mean of (1 - soft CSI) at the ``soft_csi_dbz`` thresholds (``soft_csi_loss``)."""
     pred = pred.float()
     d = pred - target
     if kind == "l1":
@@ -89,9 +96,34 @@ def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False,
         raise NowcastError(f"unknown loss {kind!r}; choose l1, l2 or l1+l2")
     w = mask
     if balanced:
-        w = w * balanced_weights(target * (DBZ_CEIL - DBZ_FLOOR) + DBZ_FLOOR, power=balance_power)
+        heavy = target if balance_on == "target" else torch.maximum(target, pred.detach())
+        w = w * balanced_weights(unit_to_dbz(heavy), power=balance_power)
     count = mask.sum() if denominator is None else torch.as_tensor(denominator, dtype=err.dtype)
-    return (err * w).sum() / count.clamp(min=1.0)
+    loss = (err * w).sum() / count.clamp(min=1.0)
+    if soft_csi > 0:
+        loss = loss + float(soft_csi) * soft_csi_loss(pred, target, mask, soft_csi_dbz)
+    return loss
+
+
+def unit_to_dbz(x: torch.Tensor) -> torch.Tensor:
+    return x * (DBZ_CEIL - DBZ_FLOOR) + DBZ_FLOOR
+
+
+def soft_csi_loss(pred, target, mask, thresholds_dbz=SOFT_CSI_DBZ, width_dbz: float = SOFT_CSI_WIDTH_DBZ):
+    """Mean over thresholds of 1 - CSI, with the events made differentiable: sigmoid((dBZ - T) / width).
+
+    Counts are pooled over the whole batch, as the scores that select checkpoints pool them; a threshold no
+    pixel of forecast or truth comes near adds nothing (its CSI is taken as 1).
+    """
+    p_dbz, t_dbz = unit_to_dbz(pred.float()), unit_to_dbz(target)
+    terms = []
+    for t in thresholds_dbz:
+        f = torch.sigmoid((p_dbz - t) / width_dbz) * mask
+        o = torch.sigmoid((t_dbz - t) / width_dbz) * mask
+        hits = (f * o).sum()
+        union = f.sum() + o.sum() - hits
+        terms.append(torch.where(union > 1e-3, 1.0 - hits / union.clamp(min=1e-6), union * 0.0))
+    return torch.stack(terms).mean()
 
 
 _METRIC_TERM = re.compile(r"^(csi|pod|far|bias)(\d+(?:\.\d+)?)$|^(gdl|mse|mae|ssim)$")

@@ -164,7 +164,8 @@ class Trainer:
             pred = self.train_model(x, self.config.model.output_frames, truth=y,
                                     sampling_mask=self._tensor(smask, share), **extras)
         loss = masked_loss(pred, y, m, o.loss, o.balanced_loss, o.balance_power,
-                           denominator=float(batch["mask"].sum()) if self.team.enabled else None)
+                           denominator=float(batch["mask"].sum()) if self.team.enabled else None,
+                           balance_on=o.balance_on, soft_csi=o.soft_csi)
         # DDP averages gradients over the processes; scaling by their number makes it the global sum
         self.scaler.scale(loss * self.team.world if self.team.enabled else loss).backward()
         if o.grad_clip:
