@@ -283,7 +283,7 @@ FLAT_NAMES = {
     **{f"synthetic_{k}": f"synthetic.{k}" for k in ("fraction", "sequences", "frames", "size", "motion",
                                                     "step_minutes")},
     **{k: f"model.{k}" for k in ("backbone", "motion", "highway", "num_layers", "hidden", "kernel_size",
-                                 "patch_size", "residual")},
+                                 "patch_size", "residual", "frame")},
     "n_in": "model.input_frames", "n_out": "model.output_frames",
     "input_frames": "model.input_frames", "output_frames": "model.output_frames",
     **{k: f"data.{k}" for k in ("crop", "coarsen_factors", "time_strides", "flips", "echo_threshold",
