@@ -16,13 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import timeaxis
 from .errors import NowcastError
 from .units import apply_floor, dbz_to_unit
-
-try:  # the sampler itself needs no torch; the Dataset wrapper does
-    from torch.utils.data import IterableDataset as _IterableDataset
-except ImportError:  # pragma: no cover
-    _IterableDataset = object
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,30 +50,9 @@ class SeqData:
         return t[self.segment[t] == self.segment[t + span - 1]]
 
 
-def time_segments(times) -> np.ndarray:
-    """Number the runs of regularly spaced times; a new run starts after any step != the regular one.
-
-    The regular step is `nowcast.radar.regular_step` for dates (the rule open_radar uses), the smallest
-    positive step for plain numbers. ``times=None`` or a single frame means one run.
-    """
-    if times is None:
-        return None
-    t = np.asarray(times)
-    if t.size < 2:
-        return np.zeros(t.size, dtype=np.int64)
-    if np.issubdtype(t.dtype, np.datetime64):
-        from .radar import regular_step
-
-        breaks = np.diff(t.astype("datetime64[ns]")) != regular_step(t)
-        return np.concatenate([[0], np.cumsum(breaks)]).astype(np.int64)
-    else:
-        d = np.diff(t.astype(np.float64))
-    pos = d[d > 0]
-    if pos.size == 0:
-        return np.arange(t.size, dtype=np.int64)
-    step = pos.min()
-    brk = ~np.isclose(d, step, rtol=1e-6, atol=0)
-    return np.concatenate([[0], np.cumsum(brk)]).astype(np.int64)
+def time_segments(times) -> np.ndarray | None:
+    """Number the runs of regularly spaced times (`nowcast.timeaxis.runs`: the rule open_radar uses)."""
+    return timeaxis.runs(times)
 
 
 def as_seqdata(name: str, data) -> SeqData:
@@ -399,21 +374,3 @@ class WindowSampler:
         """A batch of windows stacked along a new first axis."""
         items = [self.sample() for _ in range(int(batch_size))]
         return {k: np.stack([it[k] for it in items]) for k in items[0] if k != "info"}
-
-
-class WindowDataset(_IterableDataset):
-    """torch IterableDataset over a WindowSampler: an endless stream of windows as tensors.
-
-    Use it in the main process (num_workers=0) when the stream must be reproducible: the sampler's
-    state lives in this process. The training loop calls the sampler directly.
-    """
-
-    def __init__(self, sampler: WindowSampler):
-        self.sampler = sampler
-
-    def __iter__(self):
-        import torch
-
-        while True:
-            s = self.sampler.sample()
-            yield {k: torch.from_numpy(v) for k, v in s.items()}

@@ -6,13 +6,13 @@ plain dict (see `evaluate`), written as strict JSON by `to_json` and shown by `f
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Callable, Sequence
 
 import numpy as np
 
+from . import strict_json
 from .errors import NowcastError
 from .verify import DEFAULT_THRESHOLDS, ScoreAccumulator, normalize_thresholds, threshold_key
 from .windows import iter_windows
@@ -127,26 +127,9 @@ def _plain_number(t: float):
     return int(t) if float(t).is_integer() else float(t)
 
 
-def _jsonable(obj):
-    """Plain Python types for json; NaN and infinities become None (null)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
 def to_json(result: dict, indent: int | None = 2) -> str:
     """Strict JSON (no NaN/Infinity tokens: undefined scores are null)."""
-    return json.dumps(_jsonable(result), indent=indent, allow_nan=False)
+    return strict_json.dumps(result, indent=indent)
 
 
 # columns of the table: (header, getter, higher_is_better)

@@ -15,17 +15,14 @@ import xarray as xr
 
 from . import __version__
 from . import units as U
-from .atomic import atomic_output
 from .errors import NowcastError
+from .netcdf import NO_FILL, float_field, minutes_since, origin_text, packed_dbz, write_dataset
 from .radar import time_step
 
 DBZ = "dBZ"
 RAIN_RATE = "mm/h"
 OUTPUT_UNITS = (DBZ, RAIN_RATE)
 _RAIN_RATE_SPELLINGS = {"mm/h", "mmh-1", "mm/hr", "mmhr-1", "mmh^-1"}
-
-# Coordinates never have missing values: writing a _FillValue for them only confuses readers.
-_NO_FILL = {"_FillValue": None}
 
 
 def output_units(text: str | None, inputs: xr.DataArray | None = None) -> str:
@@ -80,12 +77,9 @@ def dbz_to_rain_rate(dbz: np.ndarray) -> np.ndarray:
 
 def _data_variable(forecast: xr.DataArray, method: str, units: str) -> tuple[str, xr.DataArray]:
     """The forecast's data variable in the requested units, with its CF attributes and encoding."""
-    chunks = (1,) + tuple(forecast.shape[1:])
     if units == DBZ:
-        da = forecast.copy()
+        da = packed_dbz(forecast)
         da.attrs.pop("method", None)
-        da.encoding = {"dtype": "int16", "scale_factor": np.float32(0.01), "add_offset": np.float32(0.0),
-                       "_FillValue": np.int16(-32768), "zlib": True, "complevel": 4, "chunksizes": chunks}
         return "reflectivity", da
     da = forecast.copy(data=dbz_to_rain_rate(forecast.values))
     da.attrs = {
@@ -96,8 +90,7 @@ def _data_variable(forecast: xr.DataArray, method: str, units: str) -> tuple[str
     if "grid_mapping" in forecast.attrs:
         da.attrs["grid_mapping"] = forecast.attrs["grid_mapping"]
     # float32, not packed: heavy rain reaches hundreds of mm/h and int16 steps of 0.01 would overflow.
-    da.encoding = {"dtype": "float32", "_FillValue": np.float32(np.nan), "zlib": True, "complevel": 4,
-                   "chunksizes": chunks}
+    da.encoding = float_field(da, dtype="float32")
     return "rain_rate", da
 
 
@@ -120,7 +113,7 @@ def _add_axis_bounds(ds: xr.Dataset) -> xr.Dataset:
         if not name:
             continue
         ds[name] = xr.DataArray(_cell_bounds(ds[axis].values), dims=(axis, "nv"))
-        ds[name].encoding = dict(_NO_FILL)
+        ds[name].encoding = dict(NO_FILL)
     return ds
 
 
@@ -141,7 +134,7 @@ def _add_latlon(ds: xr.Dataset, forecast: xr.DataArray, data_name: str) -> xr.Da
              {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east"}),
     )
     for name in ("lat", "lon"):
-        ds[name].encoding = dict(_NO_FILL)
+        ds[name].encoding = dict(NO_FILL)
     return ds
 
 
@@ -167,7 +160,7 @@ def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | No
     ds = _add_latlon(ds, forecast, name)
     ds = _add_axis_bounds(ds)
     ref = np.datetime64(forecast["forecast_reference_time"].values, "s")
-    ref_text = str(ref).replace("T", " ")
+    ref_text = origin_text(ref)
     ds["time"].attrs = {"standard_name": "time", "long_name": "valid time", "axis": "T"}
     ds["forecast_reference_time"].attrs = {
         "standard_name": "forecast_reference_time", "long_name": "time of the last observed frame"}
@@ -176,8 +169,8 @@ def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | No
         if axis in ds.coords and "axis" not in ds[axis].attrs:
             ds[axis].attrs.setdefault("standard_name", f"projection_{axis}_coordinate")
             ds[axis].attrs["axis"] = axis.upper()
-        if axis in ds.coords:
-            ds[axis].encoding = dict(_NO_FILL)
+        if axis in ds.coords:  # drop the encoding the input file gave its axes
+            ds[axis].encoding = dict(NO_FILL)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     ds.attrs = {
         "Conventions": "CF-1.8",
@@ -192,11 +185,9 @@ def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | No
     if inputs is not None and "source_files" in inputs.attrs:
         ds.attrs["input_files"] = inputs.attrs["source_files"]
         ds.attrs["input_conversion"] = inputs.attrs.get("conversion", "")
-    ds["time"].encoding = {"units": f"minutes since {ref_text}", "calendar": "standard", "dtype": "float64",
-                           **_NO_FILL}
-    ds["forecast_reference_time"].encoding = {"units": f"minutes since {ref_text}", "calendar": "standard",
-                                              **_NO_FILL}
-    ds["forecast_period"].encoding = {"units": "minutes", "dtype": "float64", **_NO_FILL}
+    ds["time"].encoding = minutes_since(ref, dtype="float64")
+    ds["forecast_reference_time"].encoding = minutes_since(ref)
+    ds["forecast_period"].encoding = {"units": "minutes", "dtype": "float64", **NO_FILL}
     return ds
 
 
@@ -207,9 +198,7 @@ def write_forecast(forecast: xr.DataArray, path, method: str | None = None, inpu
     units: 'dBZ' (variable ``reflectivity``) or 'mm/h' (variable ``rain_rate``).
     """
     method = method or forecast.attrs.get("method", "unknown")
-    ds = to_cf_dataset(forecast, method, inputs, units=units)
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4")
+    write_dataset(to_cf_dataset(forecast, method, inputs, units=units), path, overwrite=overwrite)
 
 
 def motion_dataset(velocity, frame: xr.DataArray, step_minutes: float | None = None) -> xr.Dataset:
@@ -240,10 +229,10 @@ def motion_dataset(velocity, frame: xr.DataArray, step_minutes: float | None = N
         for name in ("motion_x", "motion_y"):
             ds[name].attrs["grid_mapping"] = "crs"
     for name in ("motion_x", "motion_y"):
-        ds[name].encoding = {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)}
+        ds[name].encoding = float_field()
     for axis in ("x", "y"):
-        if axis in ds.coords:
-            ds[axis].encoding = dict(_NO_FILL)
+        if axis in ds.coords:  # drop the encoding the input file gave its axes
+            ds[axis].encoding = dict(NO_FILL)
     if "time" in frame.coords and frame["time"].ndim == 0:
         ds.attrs["valid_time"] = str(np.datetime64(frame["time"].values, "s")) + "Z"
     ds.attrs.update({"Conventions": "CF-1.8",
@@ -257,6 +246,4 @@ def motion_dataset(velocity, frame: xr.DataArray, step_minutes: float | None = N
 def write_motion(velocity, frame: xr.DataArray, path, step_minutes: float | None = None,
                  overwrite: bool = False) -> None:
     """Write a motion field (see `motion_dataset`) atomically as CF netCDF."""
-    ds = motion_dataset(velocity, frame, step_minutes)
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4")
+    write_dataset(motion_dataset(velocity, frame, step_minutes), path, overwrite=overwrite)

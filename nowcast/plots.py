@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from . import geo
+from . import geo, timeaxis
 from .atomic import atomic_output
 from .colors import add_colorbar, legend_handles, reflectivity_cmap
 from .errors import NowcastError
@@ -93,10 +93,11 @@ def _times(da):
 
 
 def _step_minutes(inputs, forecast) -> float:
+    """The forecast's regular step (else the inputs'), in minutes; the default without times."""
     for da in (forecast, inputs):
         t = _times(da)
         if t is not None and len(t) > 1:
-            return float((t[1] - t[0]) / np.timedelta64(1, "m"))
+            return timeaxis.minutes(timeaxis.regular_step(t))
     return DEFAULT_STEP_MINUTES
 
 
@@ -649,6 +650,33 @@ def _nice(v: float) -> float:
     return 10 ** (e + 1)
 
 
+def _draw_arrows(ax, px, py, fields, spacing: float, key_units: str, labels) -> None:
+    """Quivers of every (u, v, colour, gid) field at (px, py) with one shared scale, a key, and labels."""
+    # One scale for all arrows: the longest typical arrow is drawn about one arrow spacing long.
+    speeds = np.concatenate([np.hypot(a, b).ravel() for a, b, _, _ in fields])
+    speeds = speeds[np.isfinite(speeds)]
+    typical = float(np.percentile(speeds, 95)) if speeds.size else 0.0
+    if typical <= 0:
+        typical = 1.0
+    scale = typical / (0.9 * spacing)  # data units of motion per data unit of length
+    first = None
+    for u, v, color, gid in fields:
+        q = ax.quiver(
+            px, py, u.ravel(), v.ravel(),
+            color=color, angles="xy", scale_units="xy", scale=scale,
+            width=0.004, headwidth=3.5, headlength=4, pivot="middle",
+        )
+        q.set_gid(gid)
+        first = first or q
+    key_len = _nice(typical)
+    ax.quiverkey(first, 0.80, 1.02, key_len, f"{key_len:g} {key_units}", labelpos="E", coordinates="axes", color=TREND_COLOR)
+    if len(fields) > 1:
+        ax.text(0.0, 1.02, labels[0], color=TREND_COLOR, transform=ax.transAxes, ha="left", va="bottom",
+                fontsize="small")
+        ax.text(0.0, 1.07, labels[1], color=TRANSIENT_COLOR, transform=ax.transAxes, ha="left", va="bottom",
+                fontsize="small")
+
+
 def plot_trend(
     field_dbz,
     dx,
@@ -739,28 +767,6 @@ def plot_trend(
         tU, tV = to_plot(np.asarray(transient_dx, float), np.asarray(transient_dy, float))
         fields.append((tU, tV, TRANSIENT_COLOR, labels[1]))
 
-    # One scale for all arrows: the longest typical arrow is drawn about one arrow spacing long.
-    speeds = np.concatenate([np.hypot(a, b).ravel() for a, b, _, _ in fields])
-    speeds = speeds[np.isfinite(speeds)]
-    typical = float(np.percentile(speeds, 95)) if speeds.size else 0.0
-    if typical <= 0:
-        typical = 1.0
-    scale = typical / (0.9 * spacing)  # data units of motion per data unit of length
-    first = None
-    for u, v, color, gid in fields:
-        q = ax.quiver(
-            px, py, u.ravel(), v.ravel(),
-            color=color, angles="xy", scale_units="xy", scale=scale,
-            width=0.004, headwidth=3.5, headlength=4, pivot="middle",
-        )
-        q.set_gid(gid)
-        first = first or q
-    key_len = _nice(typical)
-    ax.quiverkey(first, 0.80, 1.02, key_len, f"{key_len:g} {key_units}", labelpos="E", coordinates="axes", color=TREND_COLOR)
-    if len(fields) > 1:
-        ax.text(0.0, 1.02, labels[0], color=TREND_COLOR, transform=ax.transAxes, ha="left", va="bottom",
-                fontsize="small")
-        ax.text(0.0, 1.07, labels[1], color=TRANSIENT_COLOR, transform=ax.transAxes, ha="left", va="bottom",
-                fontsize="small")
+    _draw_arrows(ax, px, py, fields, spacing, key_units, labels)
     _save(fig, path, overwrite)
     return fig

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from . import timeaxis
 from . import units as U
 from .errors import NowcastError, NowcastNote, NowcastWarning
+from .timeaxis import regular_step
 
 # Hard limits beyond which values cannot be weather: refuse rather than forecast garbage.
 MAX_PHYSICAL_DBZ = 100.0
@@ -263,41 +265,23 @@ def _read_frames(path: Path, variable: str | None, select: dict | None, reduce: 
 # --------------------------------------------------------------------------------- time
 
 
-def regular_step(times: np.ndarray) -> np.timedelta64 | None:
-    """The sequence's regular step: the most common difference between consecutive frames."""
-    times = np.asarray(times)
-    if times.size < 2:
-        return None
-    diffs = np.diff(times.astype("datetime64[ns]")).astype(np.int64)
-    values, counts = np.unique(diffs, return_counts=True)
-    # Ties go to the shortest step: a gap is never the regular step.
-    return np.timedelta64(int(values[np.argmax(counts)]), "ns")
-
-
 def _check_times(times: np.ndarray, label) -> tuple[np.timedelta64 | None, list[str]]:
-    notes: list[str] = []
+    """The regular step, and one note per gap; an error for times off the step's grid."""
     step = regular_step(times)
     if step is None:
-        return None, notes
-    diffs = np.diff(times).astype(np.int64)
+        return None, []
     s = int(step.astype(np.int64))
     if s <= 0:
         raise NowcastError("times are not increasing", label)
-    bad = diffs % s != 0
-    if bad.any():
-        i = int(np.argmax(bad))
+    i = timeaxis.first_off_grid(times, step)
+    if i is not None:
         raise NowcastError(
-            f"irregular time steps: {_fmt_td(diffs[i])} between {_fmt_t(times[i])} and "
-            f"{_fmt_t(times[i + 1])}, but the regular step is {_fmt_td(s)}",
+            f"irregular time steps: {_fmt_td((times[i + 1] - times[i]).astype(np.int64))} between "
+            f"{_fmt_t(times[i])} and {_fmt_t(times[i + 1])}, but the regular step is {_fmt_td(s)}",
             label,
         )
-    for i in np.nonzero(diffs > s)[0]:
-        missing = diffs[i] // s - 1
-        notes.append(
-            f"gap of {missing} missing frame(s) between {_fmt_t(times[i])} and {_fmt_t(times[i + 1])}: "
-            "kept as a gap; windows spanning it are skipped"
-        )
-    return step, notes
+    return step, [f"gap of {missing} missing frame(s) between {_fmt_t(times[i])} and {_fmt_t(times[i + 1])}: "
+                  "kept as a gap; windows spanning it are skipped" for i, missing in timeaxis.gaps(times, step)]
 
 
 def _fmt_t(t) -> str:
@@ -340,64 +324,18 @@ def open_radar(
     # One note for the whole sequence, however many per-frame files made the same choice.
     choices = list(dict.fromkeys(fr.choice_note for fr in frames if fr.choice_note))
 
-    for fr in frames:
-        t = fr.data["time"].values
-        if len(t) > 1 and np.any(np.diff(t.astype("datetime64[ns]")).astype(np.int64) <= 0):
-            raise NowcastError("times are not increasing within the file", fr.path)
-    shapes = {fr.data.shape[1:] for fr in frames}
-    if len(shapes) > 1:
-        raise NowcastError(f"files have different grids: {sorted(shapes)}", label)
-
-    if len(frames) == 1:
-        da = frames[0].data
-    else:
-        da = xr.concat([fr.data for fr in frames], dim="time", coords="minimal", compat="override",
-                       join="override", combine_attrs="override")
-        order = np.argsort(da["time"].values, kind="stable")
-        da = da.isel(time=order)
-        _, first = np.unique(da["time"].values, return_index=True)
-        if len(first) < da.sizes["time"]:
-            n = da.sizes["time"] - len(first)
-            notes.append(f"dropped {n} frame(s) with a duplicate time")
-            da = da.isel(time=np.sort(first))
-
+    da = _join_frames(frames, label, notes)
     times = da["time"].values.astype("datetime64[ns]")
     step, time_notes = _check_times(times, label)
     notes.extend(time_notes)
 
-    rule = _user_unit_rule(units) if units else None
-    raw_units = frames[0].data.attrs.get("units")
-    if rule is None and raw_units is not None:
-        rule = parse_units(raw_units)
-        if rule is None:
-            raise NowcastError(
-                f"units {raw_units!r} of the data variable are not understood; declare them with "
-                f"--units ({' | '.join(UNIT_CHOICES)})",
-                frames[0].path,
-            )
     values = da.values
-    if rule is None:
-        finite = values[np.isfinite(values)]
-        is_pixels = frames[0].raw_integer and finite.size and finite.min() >= 0 and finite.max() <= 255
-        if not is_pixels:
-            raise NowcastError(
-                "the data variable has no units attribute; declare them with "
-                f"--units ({' | '.join(UNIT_CHOICES)})",
-                frames[0].path,
-            )
-        rule = UnitRule("pixels", label="8-bit pixels (no units attribute, integers 0-255)")
-
+    rule = _unit_rule(units, frames[0], values)
     if not np.isfinite(values).any():
         raise NowcastError("all values are no-data (NaN or _FillValue)", label)
 
     dbz, conversion = _to_dbz(values, rule, frames, step, scale, offset, zr_a, zr_b, label, notes)
-    vmax = np.nanmax(dbz)
-    if vmax > MAX_PHYSICAL_DBZ or np.nanmin(dbz) < MIN_PHYSICAL_DBZ:
-        raise NowcastError(
-            f"values far outside any physical range ({np.nanmin(dbz):.4g} to {vmax:.4g} dBZ after "
-            f"conversion from {rule.label}); check --units",
-            label,
-        )
+    _check_physical(dbz, rule, label)
     dbz = U.apply_floor(dbz).astype(np.float32)
 
     out = xr.DataArray(dbz, dims=("time", "y", "x"), name="reflectivity")
@@ -428,6 +366,65 @@ def open_radar(
     for n in notes:
         warnings.warn(f"{label}: {n}", NowcastWarning, stacklevel=2)
     return out
+
+
+def _join_frames(frames: list[_Frames], label, notes: list[str]) -> xr.DataArray:
+    """One sequence from the files' frames: same grid, sorted by time, duplicate times dropped (first wins)."""
+    for fr in frames:
+        t = fr.data["time"].values
+        if len(t) > 1 and np.any(np.diff(t.astype("datetime64[ns]")).astype(np.int64) <= 0):
+            raise NowcastError("times are not increasing within the file", fr.path)
+    shapes = {fr.data.shape[1:] for fr in frames}
+    if len(shapes) > 1:
+        raise NowcastError(f"files have different grids: {sorted(shapes)}", label)
+    if len(frames) == 1:
+        return frames[0].data
+    da = xr.concat([fr.data for fr in frames], dim="time", coords="minimal", compat="override",
+                   join="override", combine_attrs="override")
+    order = np.argsort(da["time"].values, kind="stable")
+    da = da.isel(time=order)
+    _, first = np.unique(da["time"].values, return_index=True)
+    if len(first) < da.sizes["time"]:
+        n = da.sizes["time"] - len(first)
+        notes.append(f"dropped {n} frame(s) with a duplicate time")
+        da = da.isel(time=np.sort(first))
+    return da
+
+
+def _unit_rule(units: str | None, first: _Frames, values: np.ndarray) -> UnitRule:
+    """The user's units, else the file's units attribute, else 8-bit pixels when the values look like them."""
+    if units:
+        return _user_unit_rule(units)
+    raw_units = first.data.attrs.get("units")
+    if raw_units is not None:
+        rule = parse_units(raw_units)
+        if rule is None:
+            raise NowcastError(
+                f"units {raw_units!r} of the data variable are not understood; declare them with "
+                f"--units ({' | '.join(UNIT_CHOICES)})",
+                first.path,
+            )
+        return rule
+    finite = values[np.isfinite(values)]
+    is_pixels = first.raw_integer and finite.size and finite.min() >= 0 and finite.max() <= 255
+    if not is_pixels:
+        raise NowcastError(
+            "the data variable has no units attribute; declare them with "
+            f"--units ({' | '.join(UNIT_CHOICES)})",
+            first.path,
+        )
+    return UnitRule("pixels", label="8-bit pixels (no units attribute, integers 0-255)")
+
+
+def _check_physical(dbz: np.ndarray, rule: UnitRule, label) -> None:
+    """Refuse values no weather makes: the units are wrong, and a forecast would be garbage."""
+    vmax = np.nanmax(dbz)
+    if vmax > MAX_PHYSICAL_DBZ or np.nanmin(dbz) < MIN_PHYSICAL_DBZ:
+        raise NowcastError(
+            f"values far outside any physical range ({np.nanmin(dbz):.4g} to {vmax:.4g} dBZ after "
+            f"conversion from {rule.label}); check --units",
+            label,
+        )
 
 
 def _to_dbz(values, rule, frames, step, scale, offset, zr_a, zr_b, label, notes):
@@ -482,9 +479,7 @@ def last_regular_frames(seq: xr.DataArray, n: int, label=None) -> xr.DataArray:
         raise NowcastError(f"has {seq.sizes['time']} frame(s); the forecast needs {n} input frames", label)
     tail = seq.isel(time=slice(-n, None))
     if n > 1:
-        step = time_step(seq)
-        diffs = np.diff(tail["time"].values)
-        if np.any(diffs != step):
+        if not timeaxis.evenly_spaced(tail["time"].values, time_step(seq)):
             raise NowcastError(
                 f"the last {n} frames are not evenly spaced (there is a gap among them); "
                 "the forecast needs a regular sequence",

@@ -34,8 +34,8 @@ import xarray as xr
 from scipy import ndimage
 
 from . import __version__
-from .atomic import atomic_output
 from .errors import NowcastError
+from .netcdf import minutes_since, packed_dbz, write_dataset
 from .units import DBZ_CEIL, DBZ_FLOOR
 
 MOTIONS = ("mixed", "uniform", "rotation")
@@ -303,41 +303,10 @@ def generate(
     The result is deterministic for a seed.  Its ``x`` and ``y`` are projection coordinates in metres of
     the pixel centres (``y`` decreasing with the row: north at row 0) with a CF grid mapping in ``crs``.
     """
-    if motion not in MOTIONS:
-        raise NowcastError(f"unknown motion {motion!r}; choose one of {', '.join(MOTIONS)}")
-    if n_frames < 1 or height < 8 or width < 8:
-        raise NowcastError(f"need at least 1 frame and 8 x 8 pixels, got {n_frames} x {height} x {width}")
-    if step_minutes <= 0 or pixel_km <= 0:
-        raise NowcastError("step_minutes and pixel_km must be positive")
-
+    _check_arguments(motion, n_frames, height, width, step_minutes, pixel_km)
     rng = np.random.default_rng(seed)
-    n_steps = n_frames - 1
-    if motion == "uniform":
-        h = np.deg2rad(heading_deg)
-        wind: _Wind = _UniformWind(speed * np.sin(h), -speed * np.cos(h))
-        params = {"u": wind.u, "v": wind.v}
-    elif motion == "rotation":
-        omega = np.deg2rad(rotation_deg_per_step)
-        wind = _RotationWind(omega, (width - 1) / 2.0, (height - 1) / 2.0)
-        params = {"omega_rad_per_step": omega, "centre_col": wind.c0, "centre_row": wind.r0, "sense": "counterclockwise" if omega >= 0 else "clockwise"}
-    else:
-        wind = _MixedWind(rng, speed, heading_deg, n_steps, height, width)
-        params = {"speed": speed, "heading_deg": heading_deg, "vortex_sense": "counterclockwise" if wind.sense > 0 else "clockwise"}
-
-    # Backward trajectories: material (frame-0) coordinates of every pixel of every frame.
-    row0, col0 = np.mgrid[0:height, 0:width].astype(np.float64)
-    mat_c = np.empty((n_frames, height, width))
-    mat_r = np.empty((n_frames, height, width))
-    du = np.empty((max(n_steps, 0), height, width), dtype=np.float32)
-    dv = np.empty_like(du)
-    for k in range(n_frames):
-        c, r = col0, row0
-        for j in range(k, 0, -1):
-            c, r = _departure(wind, j - 0.5, c, r)
-            if j == k:
-                du[k - 1] = col0 - c
-                dv[k - 1] = row0 - r
-        mat_c[k], mat_r[k] = c, r
+    wind, params = _choose_wind(rng, motion, speed, heading_deg, rotation_deg_per_step, n_frames, height, width)
+    mat_c, mat_r, du, dv = _trajectories(wind, n_frames, height, width)
 
     # Noise fields on a grid covering every material position, with a margin for the interpolation.
     pad = 8
@@ -390,6 +359,50 @@ def generate(
     if return_motion:
         return da, TrueMotion(kind=motion, u=du, v=dv, params=params)
     return da
+
+
+def _check_arguments(motion, n_frames, height, width, step_minutes, pixel_km) -> None:
+    if motion not in MOTIONS:
+        raise NowcastError(f"unknown motion {motion!r}; choose one of {', '.join(MOTIONS)}")
+    if n_frames < 1 or height < 8 or width < 8:
+        raise NowcastError(f"need at least 1 frame and 8 x 8 pixels, got {n_frames} x {height} x {width}")
+    if step_minutes <= 0 or pixel_km <= 0:
+        raise NowcastError("step_minutes and pixel_km must be positive")
+
+
+def _choose_wind(rng, motion, speed, heading_deg, rotation_deg_per_step, n_frames, height, width):
+    """The wind of `motion` and the parameters TrueMotion reports for it (the mixed wind draws from rng)."""
+    if motion == "uniform":
+        h = np.deg2rad(heading_deg)
+        wind: _Wind = _UniformWind(speed * np.sin(h), -speed * np.cos(h))
+        return wind, {"u": wind.u, "v": wind.v}
+    if motion == "rotation":
+        omega = np.deg2rad(rotation_deg_per_step)
+        wind = _RotationWind(omega, (width - 1) / 2.0, (height - 1) / 2.0)
+        return wind, {"omega_rad_per_step": omega, "centre_col": wind.c0, "centre_row": wind.r0,
+                      "sense": "counterclockwise" if omega >= 0 else "clockwise"}
+    wind = _MixedWind(rng, speed, heading_deg, n_frames - 1, height, width)
+    return wind, {"speed": speed, "heading_deg": heading_deg,
+                  "vortex_sense": "counterclockwise" if wind.sense > 0 else "clockwise"}
+
+
+def _trajectories(wind: _Wind, n_frames: int, height: int, width: int):
+    """Backward trajectories: material (frame-0) columns and rows of every pixel of every frame, and the
+    displacement of each step (u along +column, v along +row) that TrueMotion reports."""
+    row0, col0 = np.mgrid[0:height, 0:width].astype(np.float64)
+    mat_c = np.empty((n_frames, height, width))
+    mat_r = np.empty((n_frames, height, width))
+    du = np.empty((max(n_frames - 1, 0), height, width), dtype=np.float32)
+    dv = np.empty_like(du)
+    for k in range(n_frames):
+        c, r = col0, row0
+        for j in range(k, 0, -1):
+            c, r = _departure(wind, j - 0.5, c, r)
+            if j == k:
+                du[k - 1] = col0 - c
+                dv[k - 1] = row0 - r
+        mat_c[k], mat_r[k] = c, r
+    return mat_c, mat_r, du, dv
 
 
 def _normal_quantile(p: float) -> float:
@@ -449,9 +462,9 @@ def to_dataset(da: xr.DataArray) -> xr.Dataset:
 
 
 def write_netcdf(da: xr.DataArray, path, overwrite: bool = False) -> Path:
-    """Write the sequence as CF-1.8 netCDF-4, atomically.
+    """Write the sequence as CF-1.8 netCDF-4, atomically (the encoding policy of `nowcast.netcdf`).
 
-    Reflectivity is packed as int16 with scale 0.01 dBZ (NaN -> _FillValue -32768), zlib-compressed;
+    Reflectivity is packed as int16 in steps of 0.01 dBZ (NaN -> _FillValue -32768), zlib-compressed;
     time is stored as whole "minutes since" the first frame where possible.
     """
     ds = to_dataset(da)
@@ -459,32 +472,9 @@ def write_netcdf(da: xr.DataArray, path, overwrite: bool = False) -> Path:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     line = f"{stamp} written by nowcast {__version__} (nowcast.synthetic.write_netcdf)"
     ds.attrs["history"] = f"{ds.attrs['history']}\n{line}" if ds.attrs.get("history") else line
-
+    ds[name] = packed_dbz(ds[name])
     times = ds["time"].values
-    first = np.datetime64(times[0], "s").astype(_dt.datetime).strftime("%Y-%m-%d %H:%M:%S")
     minutes = (times - times[0]) / np.timedelta64(1, "m")
     whole = np.allclose(minutes, np.round(minutes))
-    nt, ny, nx = ds[name].shape
-    encoding = {
-        name: {
-            "dtype": "int16",
-            "scale_factor": 0.01,
-            "add_offset": 0.0,
-            "_FillValue": np.int16(-32768),
-            "zlib": True,
-            "complevel": 4,
-            "chunksizes": (1, ny, nx),
-        },
-        "time": {"units": f"minutes since {first}", "calendar": "proleptic_gregorian", "dtype": "int32" if whole else "float64"},
-        "x": {"_FillValue": None},
-        "y": {"_FillValue": None},
-    }
-    if "crs" in ds:
-        encoding["crs"] = {"_FillValue": None}
-    # Values beyond the int16 range would wrap; the tool's dBZ never leave [-10, 70] anyway.
-    attrs = dict(ds[name].attrs)
-    ds[name] = ds[name].clip(-327.0, 327.0)
-    ds[name].attrs = attrs
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding)
-    return Path(path)
+    ds["time"].encoding = minutes_since(times[0], dtype="int32" if whole else "float64")
+    return write_dataset(ds, path, overwrite=overwrite)

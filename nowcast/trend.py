@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import NowcastError
+from .netcdf import float_field, write_dataset
 from .nn.motiongru import OFFSET_CHANNELS, TAPS
 
 FIELDS = ("trend", "filter", "transient")
@@ -311,21 +312,11 @@ def plot_trend_vectors(vectors: xr.Dataset, field_dbz, path, every: int | None =
 
 
 def write_vectors(vectors: xr.Dataset, path, overwrite: bool = True):
-    """Write the vectors as netCDF, atomically (temporary file in the same folder, then rename)."""
-    from .atomic import atomic_output
-
+    """Write the vectors as CF netCDF, atomically (the encoding policy of `nowcast.netcdf`)."""
     ds = vectors.copy()
-    encoding = {v: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)} for v in ds.data_vars}
-    for c in ("x", "y"):
-        encoding[c] = {"_FillValue": None}
-    ds.attrs["Conventions"] = "CF-1.8"
-    try:
-        with atomic_output(path, overwrite=overwrite) as tmp:
-            ds.to_netcdf(tmp, encoding=encoding)
-    except ValueError:  # a netCDF backend without compression: write plainly
-        enc = {k: {kk: vv for kk, vv in v.items() if kk not in ("zlib", "complevel")} for k, v in encoding.items()}
-        with atomic_output(path, overwrite=overwrite) as tmp:
-            ds.to_netcdf(tmp, encoding=enc)
+    for name in ds.data_vars:
+        ds[name].encoding = float_field()
+    write_dataset(ds, path, overwrite=overwrite)
     return path
 
 

@@ -31,20 +31,21 @@ def dbz_to_rainrate(dbz, a: float = MP_A, b: float = MP_B) -> np.ndarray:
     return np.power(np.power(10.0, dbz / 10.0) / a, 1.0 / b)
 
 
-def pixels_to_dbz(pixels, scale: float = PIXEL_SCALE, offset: float = PIXEL_OFFSET) -> np.ndarray:
-    return apply_floor(np.asarray(pixels, dtype=np.float64) * scale + offset).astype(np.float32)
-
-
 def apply_floor(dbz) -> np.ndarray:
     """Values below the no-echo floor become the floor; NaN (no data) is kept."""
     dbz = np.asarray(dbz)
     return np.where(dbz < DBZ_FLOOR, DBZ_FLOOR, dbz)
 
 
-def dbz_to_unit(dbz) -> np.ndarray:
-    """dBZ -> network scale [0, 1]; NaN (no data) becomes the floor, i.e. 0."""
-    dbz = np.nan_to_num(np.asarray(dbz, dtype=np.float32), nan=DBZ_FLOOR)
-    return ((np.clip(dbz, DBZ_FLOOR, DBZ_CEIL) - DBZ_FLOOR) / (DBZ_CEIL - DBZ_FLOOR)).astype(np.float32)
+def dbz_to_unit(dbz, no_data: float = DBZ_FLOOR, dtype=np.float32) -> np.ndarray:
+    """dBZ -> network scale [0, 1]; NaN (no data) becomes `no_data` dBZ first: the floor (0) for the network.
+
+    Scores pass ``no_data=nan`` (and float64) to keep no data apart from no echo.
+    """
+    dbz = np.asarray(dbz, dtype=dtype)
+    if not np.isnan(no_data):
+        dbz = np.nan_to_num(dbz, nan=no_data)
+    return ((np.clip(dbz, DBZ_FLOOR, DBZ_CEIL) - DBZ_FLOOR) / (DBZ_CEIL - DBZ_FLOOR)).astype(dtype)
 
 
 def unit_to_dbz(x) -> np.ndarray:

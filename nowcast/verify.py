@@ -29,7 +29,7 @@ from typing import Iterable
 import numpy as np
 from scipy import ndimage
 
-from .units import DBZ_CEIL, DBZ_FLOOR
+from .units import dbz_to_unit
 
 DEFAULT_THRESHOLDS = (30.0, 40.0, 50.0)
 
@@ -97,9 +97,8 @@ def _ratio(num, den):
 
 
 def _to_unit(x: np.ndarray) -> np.ndarray:
-    """dBZ -> [0, 1] in float64; NaN (and +-inf, equally no data) become NaN: callers decide."""
-    x = np.where(np.isfinite(x), x, np.nan).astype(np.float64)
-    return (np.clip(x, DBZ_FLOOR, DBZ_CEIL) - DBZ_FLOOR) / (DBZ_CEIL - DBZ_FLOOR)
+    """dBZ -> [0, 1] in float64; NaN (and +-inf, equally no data) stay NaN: the scores decide."""
+    return dbz_to_unit(np.where(np.isfinite(x), x, np.nan), no_data=np.nan, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,14 +114,17 @@ def contingency(forecast, observed, threshold: float) -> dict[str, int]:
     # compare in float64 so a threshold such as 32.3 is not rounded to the data's float32
     fc, obs = fc.astype(np.float64, copy=False), obs.astype(np.float64, copy=False)
     valid = np.isfinite(obs) & np.isfinite(fc)
+    return dict(zip(COUNT_KEYS, _count_events(fc, obs, valid, threshold)))
+
+
+def _count_events(fc: np.ndarray, obs: np.ndarray, valid: np.ndarray, threshold: float) -> tuple[int, ...]:
+    """(hits, misses, false alarms, correct negatives) over the `valid` pixels; event: value >= threshold."""
     f_yes = (fc >= threshold) & valid
     o_yes = (obs >= threshold) & valid
     hits = int(np.count_nonzero(f_yes & o_yes))
     misses = int(np.count_nonzero(o_yes)) - hits
     false_alarms = int(np.count_nonzero(f_yes)) - hits
-    correct_negatives = int(np.count_nonzero(valid)) - hits - misses - false_alarms
-    return {"hits": hits, "misses": misses, "false_alarms": false_alarms,
-            "correct_negatives": correct_negatives}
+    return hits, misses, false_alarms, int(np.count_nonzero(valid)) - hits - misses - false_alarms
 
 
 def categorical_scores(counts) -> dict[str, float]:
@@ -287,12 +289,7 @@ class ScoreAccumulator:
             self.nan_observation_pixels[lead] += o.size - int(np.count_nonzero(obs_ok))
             self.nan_forecast_pixels[lead] += int(np.count_nonzero(obs_ok)) - n_valid
             for k, t in enumerate(self.thresholds):
-                f_yes = (f >= t) & valid
-                o_yes = (o >= t) & valid
-                hits = int(np.count_nonzero(f_yes & o_yes))
-                misses = int(np.count_nonzero(o_yes)) - hits
-                fas = int(np.count_nonzero(f_yes)) - hits
-                self.counts[k, lead] += (hits, misses, fas, n_valid - hits - misses - fas)
+                self.counts[k, lead] += _count_events(f, o, valid, t)
             d = (f - o)[valid]
             self.sq_err[lead] += float(np.dot(d, d))
             self.abs_err[lead] += float(np.abs(d).sum())

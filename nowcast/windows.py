@@ -1,8 +1,8 @@
 """Windows of (inputs, targets) cut from radar sequences, for scoring and training.
 
 A window is n_in consecutive input frames followed by n_out target frames. Window starts lie on a
-fixed grid 0, stride, 2*stride, ... of the sequence. The sequence's regular step is the median time
-step; a window whose frames are not all exactly one regular step apart (a gap, a repeated or
+fixed grid 0, stride, 2*stride, ... of the sequence. The sequence's regular step is the most common
+time step (`nowcast.timeaxis`); a window whose frames are not all exactly one regular step apart (a gap, a repeated or
 out-of-order time) is skipped and counted, never silently stitched across the gap.
 """
 
@@ -13,8 +13,9 @@ from typing import Iterator
 
 import numpy as np
 
+from . import timeaxis
 from .errors import NowcastError
-from .radar import regular_step  # noqa: F401  (one rule for the regular step, shared with open_radar)
+from .timeaxis import regular_step
 
 
 def _times(seq) -> np.ndarray:
@@ -51,7 +52,7 @@ class WindowSet:
 
     @property
     def step_minutes(self) -> float | None:
-        return None if self.step is None else float(self.step / np.timedelta64(1, "m"))
+        return timeaxis.minutes(self.step)
 
     @property
     def reference_times(self) -> np.ndarray:
@@ -100,16 +101,6 @@ def iter_windows(seq, n_in: int = 5, n_out: int = 10, stride: int = 1) -> Window
         raise NowcastError(f"sequence must be (time, y, x), got dims {seq.dims}")
     seq = seq.transpose("time", ...)
     step = regular_step(times)
-    length = n_in + n_out
     ws = WindowSet(seq=seq, n_in=n_in, n_out=n_out, stride=stride, step=step)
-    if times.size < length:
-        return ws
-    # regular[i]: frames i and i+1 are exactly one step apart
-    regular = np.diff(times).astype("timedelta64[ns]") == step
-    bad = np.concatenate([[0], np.cumsum(~regular)])  # irregular steps before each frame
-    for s in range(0, times.size - length + 1, stride):
-        if bad[s + length - 1] - bad[s] == 0:
-            ws.starts.append(s)
-        else:
-            ws.skipped += 1
+    ws.starts, ws.skipped = timeaxis.window_starts(times, n_in + n_out, stride, step)
     return ws

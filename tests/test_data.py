@@ -9,7 +9,6 @@ import xarray as xr
 
 from nowcast.data import (
     SamplerConfig,
-    WindowDataset,
     WindowSampler,
     as_seqdata,
     coarsen_dbz,
@@ -225,11 +224,3 @@ def test_split_by_time_range_keeps_gaps_on_both_sides():
 def test_parse_time_range_refuses(text):
     with pytest.raises(NowcastError, match="time range"):
         parse_time_range(text)
-
-
-def test_iterable_dataset_yields_tensors():
-    torch = pytest.importorskip("torch")
-    ds = WindowDataset(WindowSampler([("a", make_seq())], cfg(), seed=0))
-    it = iter(ds)
-    item = next(it)
-    assert isinstance(item["inputs"], torch.Tensor) and item["inputs"].shape == (3, 16, 16)

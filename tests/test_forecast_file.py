@@ -159,3 +159,19 @@ def test_motion_field_round_trip(inputs, tmp_path):
     assert ds["motion_x"].attrs["grid_mapping"] == "crs" and "5-minute" in ds["motion_x"].attrs["long_name"]
     with pytest.raises(NowcastError, match="motion field must be"):
         write_motion(velocity[:1], inputs.isel(time=-1), tmp_path / "bad.nc")
+
+
+def test_one_writer_one_policy(tmp_path):
+    """Every file goes through nowcast.netcdf: CF-1.8, no fill value on coordinates, packed dBZ."""
+    from nowcast.netcdf import packed_dbz, write_dataset
+
+    da = xr.DataArray(np.array([[[1.234, np.nan], [500.0, -10.0]]], np.float32), dims=("time", "y", "x"),
+                      coords={"time": [np.datetime64("2026-01-01T00:00")], "y": [1.0, 0.0], "x": [0.0, 1.0]})
+    path = write_dataset(packed_dbz(da).to_dataset(name="reflectivity"), tmp_path / "p.nc")
+    with xr.open_dataset(path) as ds:
+        assert ds.attrs["Conventions"] == "CF-1.8"
+        assert "_FillValue" not in ds["x"].encoding and "_FillValue" not in ds["y"].encoding
+        back = ds["reflectivity"].values
+        assert ds["reflectivity"].encoding["dtype"] == np.int16
+    assert abs(back[0, 0, 0] - 1.234) <= 0.005 and np.isnan(back[0, 0, 1])
+    assert back[0, 1, 0] == pytest.approx(327.0)  # clipped to the packed range, not wrapped

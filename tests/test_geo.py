@@ -13,10 +13,10 @@ from pyproj import Transformer
 
 from nowcast import geo
 from nowcast.radar import open_radar
-from radar_files import SHARED_RADAR, storm, write_nc
+from radar_files import SHARED_RADAR, needs_shared_radar, storm, write_nc
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "radar.nc"
-needs_shared = pytest.mark.skipif(not SHARED_RADAR.is_dir(), reason="shared radar files not present")
+needs_shared = needs_shared_radar()
 
 
 def _corners(a):

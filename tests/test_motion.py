@@ -11,7 +11,7 @@ from nowcast import motion
 from nowcast.radar import open_radar
 from nowcast.verify import contingency
 
-from radar_files import SHARED_RADAR, storm
+from radar_files import SHARED_RADAR, needs_shared_radar, storm
 
 
 def _uniform(vx, vy, h=24, w=32):
@@ -66,7 +66,7 @@ def test_motion_of_an_eastward_storm_points_east():
     assert abs(float(np.median(v[1][core]))) < 0.5
 
 
-@pytest.mark.skipif(not (SHARED_RADAR / "mch_rainrate_1.nc").exists(), reason="shared radar not present")
+@needs_shared_radar(SHARED_RADAR / "mch_rainrate_1.nc")
 def test_advection_matches_pysteps_on_real_radar():
     seq = open_radar(str(SHARED_RADAR / "mch_rainrate_1.nc"))
     window = seq.values[12:17]

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
-from radar_files import SHARED_RADAR
+from radar_files import SHARED_RADAR, needs_shared_radar
 
 from nowcast.cli import main
 from nowcast.errors import NowcastWarning
@@ -63,7 +63,7 @@ def _cases():
         yield pytest.param(name, "extrapolation", id=f"{name}-extrapolation", marks=marks)
 
 
-@pytest.mark.skipif(not SHARED_RADAR.is_dir(), reason="../shared/radar not present")
+@needs_shared_radar()
 @pytest.mark.parametrize("name,method", list(_cases()))
 def test_predict_on_shared_radar(tmp_path, name, method):
     source = str(SHARED_RADAR / name)

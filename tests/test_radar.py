@@ -3,7 +3,7 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
-from radar_files import SHARED_RADAR, storm, times, write_nc
+from radar_files import SHARED_RADAR, needs_shared_radar, storm, times, write_nc
 
 from nowcast.errors import NowcastError, NowcastWarning
 from nowcast.radar import last_regular_frames, open_radar, parse_units, time_step
@@ -215,7 +215,7 @@ SHARED = [
 ]
 
 
-@pytest.mark.skipif(not SHARED_RADAR.is_dir(), reason="../shared/radar not present")
+@needs_shared_radar()
 @pytest.mark.parametrize("name,frames,step,shape,p30,p40,missing", SHARED)
 def test_shared_radar_files_open_as_documented(name, frames, step, shape, p30, p40, missing):
     with warnings.catch_warnings():
@@ -264,3 +264,14 @@ def test_missing_file_with_brackets_is_named_as_a_file(tmp_path):
         open_radar(tmp_path / "radar[test].nc")
     with pytest.raises(NowcastError, match="no file matches this pattern"):
         open_radar(tmp_path / "radar_*.nc")
+
+
+def test_missing_shared_radar_fails_unless_allowed(tmp_path, monkeypatch):
+    missing = tmp_path / "not_there.nc"
+    monkeypatch.delenv("NOWCAST_ALLOW_MISSING_RADAR", raising=False)
+    test = needs_shared_radar(missing)(lambda: None)
+    with pytest.raises(pytest.fail.Exception, match="NOWCAST_ALLOW_MISSING_RADAR=1"):
+        test()
+    monkeypatch.setenv("NOWCAST_ALLOW_MISSING_RADAR", "1")
+    mark = needs_shared_radar(missing)
+    assert mark.mark.name == "skip"

@@ -150,7 +150,7 @@ def test_netcdf_round_trip(tmp_path):
     with xr.open_dataset(path) as ds:
         back = ds["reflectivity"].load()
         enc = back.encoding
-        assert enc["dtype"] == np.dtype("int16") and enc["scale_factor"] == 0.01
+        assert enc["dtype"] == np.dtype("int16") and enc["scale_factor"] == pytest.approx(0.01)
         assert enc["_FillValue"] == -32768
         units = ds["time"].encoding["units"].replace("T", " ")
         assert units == "minutes since 2026-01-01 12:00:00"

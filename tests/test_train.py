@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nowcast.errors import NowcastError
+from radar_files import SHARED_RADAR, needs_shared_radar
 from nowcast.train import (
     BEST_FILE,
     LAST_FILE,
@@ -30,7 +31,7 @@ from nowcast.train import (
     train as train_config,
 )
 
-RADAR = Path(__file__).resolve().parents[2] / "shared" / "radar" / "mch_rainrate_1.nc"
+RADAR = SHARED_RADAR / "mch_rainrate_1.nc"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,9 +266,8 @@ def test_synthetic_only_run(tmp_path):
     assert load_train_state(cfg.out / STATE_FILE)["iteration"] == 1
 
 
+@needs_shared_radar(RADAR)
 def test_train_on_real_radar(tmp_path):
-    if not RADAR.exists():
-        pytest.skip("shared radar data not available")
     from nowcast.radar import open_radar
 
     da = open_radar(RADAR)

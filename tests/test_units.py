@@ -25,8 +25,15 @@ def test_zero_rain_is_floor_and_nan_stays_nan():
 
 
 def test_pixels_rule():
-    px = np.array([0, 255, 51])
-    np.testing.assert_allclose(U.pixels_to_dbz(px), [-10.0, 85.0, 51 * 95 / 255 - 10], rtol=1e-6)
+    px = np.array([0, 255, 51])  # the 8-bit rule open_radar applies (tests/test_radar.py reads such files)
+    np.testing.assert_allclose(px * U.PIXEL_SCALE + U.PIXEL_OFFSET, [-10.0, 85.0, 51 * 95 / 255 - 10], rtol=1e-6)
+
+
+def test_scores_keep_no_data_apart_from_no_echo():
+    dbz = np.array([-10, 30, np.nan])
+    x = U.dbz_to_unit(dbz, no_data=np.nan, dtype=np.float64)
+    assert x.dtype == np.float64 and np.isnan(x[2])
+    np.testing.assert_allclose(x[:2], [0, 0.5])
 
 
 def test_network_scaling_round_trip_and_clipping():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from scipy import ndimage
 
 from nowcast import verify
 from nowcast.units import DBZ_FLOOR, dbz_to_unit
-
-RADAR = Path(__file__).resolve().parents[2] / "shared" / "radar"
+from radar_files import SHARED_RADAR as RADAR
+from radar_files import needs_shared_radar
 
 
 def unit_to_dbz64(u):
@@ -345,7 +344,7 @@ def test_mse_mae_hand_computed():
 # real data (optional)
 
 
-@pytest.mark.skipif(not (RADAR / "fmi_dbz.nc").exists(), reason="shared radar data not present")
+@needs_shared_radar(RADAR / "fmi_dbz.nc")
 def test_real_radar_frame_matches_pysteps():
     import xarray as xr
 

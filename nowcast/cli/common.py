@@ -31,7 +31,6 @@ out = Console(soft_wrap=True)
 if not out.is_terminal:  # pipes and CI logs: don't squeeze score tables into 80 columns
     out.width = 160
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-_state = {"debug": False}
 
 PICTURE_SUFFIXES_HINT = ".png, .pdf or .svg"
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
@@ -71,7 +70,9 @@ def _root(
                                  help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ):
-    _state["debug"] = debug
+    # `main` reads --debug from the arguments itself (it must know before typer parses them); the
+    # option is declared here so that typer accepts it and --help lists it.
+    pass
 
 
 # ------------------------------------------------------------------------------- checks made before any work

@@ -19,7 +19,7 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from ..errors import NowcastError
-from .common import OFFSET, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open, app, err, out
+from .common import OFFSET, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open, app, out
 
 
 class Backbone(str, Enum):

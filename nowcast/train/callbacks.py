@@ -9,13 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..atomic import atomic_write_text
 from ..errors import NowcastError
+from ..strict_json import json_safe
 from .objectives import is_better, parse_metric
 
 LOG_CSV = "log.csv"
@@ -51,17 +51,6 @@ def progress_callback(progress) -> Callable[[ProgressEvent], None] | None:
     if callable(progress):
         return progress
     raise NowcastError(f"progress must be None or a callable that takes ProgressEvents, got {progress!r}")
-
-
-def json_safe(obj):
-    """NaN -> None throughout, so results write as strict JSON (undefined scores are null)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 class BestCheckpoint:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..data import parse_time_range, split_by_time_range, split_in_time
 from ..errors import NowcastError
-from ..radar import regular_step
+from ..timeaxis import regular_step
 from ..synthetic import generate
 from .config import TrainConfig
 

@@ -36,7 +36,8 @@ from ..lagrangian_windows import MotionCache
 from ..errors import NowcastError
 from ..nn import build_model
 from ..runtime import autocast, autocast_dtype, precision_name, resolve_device
-from .callbacks import BestCheckpoint, ProgressEvent, TrainLog, baseline_row, json_safe, progress_callback
+from ..strict_json import json_safe
+from .callbacks import BestCheckpoint, ProgressEvent, TrainLog, baseline_row, progress_callback
 from .config import TrainConfig
 from .datasets import prepare_data, step_minutes
 from .objectives import learning_rate, masked_loss, sampling_mask, truth_probability
