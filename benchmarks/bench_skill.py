@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("--radar-dir", type=Path, default=os.environ.get("NOWCAST_RADAR_DIR"))
     ap.add_argument("--stride", type=int, default=1)
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--prob-match", action="store_true",
+                    help="also score the first model with probability matching to the last observation")
     ap.add_argument("--json", type=Path, help="write the evaluate() result here")
     args = ap.parse_args(argv)
     if args.radar_dir is None or not Path(args.radar_dir).is_dir():
@@ -71,6 +73,8 @@ def main(argv=None) -> int:
         return 2
     methods = [resolve("model", m, precision=args.precision) for m in args.model]
     name_clashing_models(methods, args.model)
+    if args.prob_match and args.model:
+        methods.append(resolve("model", args.model[0], precision=args.precision, prob_match=True))
     for name in args.baseline or ["persistence", "extrapolation", "extrapolation-smoothed"]:
         methods.append(resolve(name))
     start = time.time()

@@ -25,7 +25,7 @@ from .nn import ModelConfig, build_model
 from .runtime import resolve_device
 
 FORMAT = "nowcast-model/1"
-DEFAULT_MODEL_NAME = "motionrnn-predrnn-radar"
+DEFAULT_MODEL_NAME = "motionrnn-lagrangian-radar"
 NORMALISATION = "dbz clip [-10,70] -> [0,1]"
 SUFFIX = ".safetensors"
 

@@ -159,6 +159,7 @@ def test_shipped_models_load_and_match_their_recorded_sha256():
     assert sums.is_file()
     names = [line.split()[1] for line in sums.read_text().splitlines() if line.strip()]
     assert "motionrnn-predrnn-radar.safetensors" in names
+    assert "motionrnn-lagrangian-radar.safetensors" in names
     for name in names:
         model, info = load_model(name.removesuffix(".safetensors"))
         assert info["sha256"] == hashlib.sha256((models_dir() / name).read_bytes()).hexdigest()

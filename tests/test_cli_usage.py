@@ -109,7 +109,7 @@ def test_help_has_no_type_noise_and_states_the_real_default(tmp_path):
             assert noise not in res.stdout, (command, noise)
         assert "../shared" not in res.stdout
     predict_help = run_script(["predict", "--help"], tmp_path).stdout
-    assert "default: extrapolation" in " ".join(predict_help.split())
+    assert "default: model, the shipped Lagrangian MotionRNN" in " ".join(predict_help.split())
 
 
 def test_output_name_with_brackets_is_written_and_named(radar):

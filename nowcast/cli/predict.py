@@ -29,8 +29,8 @@ def predict(
                                 help="Forecast netCDF to write."),
     method: Optional[str] = typer.Option(
         None, "--method", metavar="NAME",
-        help="model, persistence, extrapolation, ... (default: extrapolation; the shipped model instead "
-             "once its model card marks it as the recommended default)."),
+        help="model, persistence, extrapolation, extrapolation-smoothed, anvil (default: model, the shipped "
+             "Lagrangian MotionRNN, which its model card recommends; extrapolation for a model that is not)."),
     model: Optional[str] = typer.Option(None, "--model", metavar="NAME_OR_FILE",
                                         help="Trained model: a name in models/ or a file (implies --method model)."),
     leads: int = typer.Option(10, "--leads", min=1, max=100, metavar="N", help="Number of future frames."),
