@@ -20,6 +20,14 @@ from .common import (DEVICE, NETCDF_SUFFIXES, OFFSET, OVERWRITE, PRECISION, PROB
 ANIMATION_SUFFIXES = (".gif",)
 
 
+
+METHOD_HELP = ("model, persistence, extrapolation, extrapolation-smoothed, anvil (default: model, the shipped "
+               "Lagrangian MotionRNN, which its model card recommends; extrapolation for a model that is not).")
+METHOD = typer.Option(None, "--method", metavar="NAME", help=METHOD_HELP)
+OUTPUT_UNITS = typer.Option(None, "--output-units", metavar="dBZ|mm/h",
+                            help="Units of the forecast file: dBZ, or mm/h by Marshall-Palmer (default: the "
+                                 "input's kind, so rain-rate input gives a rain-rate forecast).")
+
 @app.command(epilog="Examples:\n\n  nowcast predict sample_data/radar.nc -o forecast.nc --plot forecast.png\n\n"
                     "  nowcast predict 'bom/*.nc' --method extrapolation -o fc.nc --output-units mm/h\n\n"
                     "  nowcast predict radar.nc --plot-motion motion.png --save-motion motion.nc")
@@ -27,17 +35,11 @@ def predict(
     inputs: List[Path] = typer.Argument(..., metavar="INPUT", hidden=True, help="Radar file(s) or a glob of per-frame files."),
     output: Path = typer.Option(Path("forecast.nc"), "-o", "--output", metavar="FILE.nc",
                                 help="Forecast netCDF to write."),
-    method: Optional[str] = typer.Option(
-        None, "--method", metavar="NAME",
-        help="model, persistence, extrapolation, extrapolation-smoothed, anvil (default: model, the shipped "
-             "Lagrangian MotionRNN, which its model card recommends; extrapolation for a model that is not)."),
+    method: Optional[str] = METHOD,
     model: Optional[str] = typer.Option(None, "--model", metavar="NAME_OR_FILE",
                                         help="Trained model: a name in models/ or a file (implies --method model)."),
     leads: int = typer.Option(10, "--leads", min=1, max=100, metavar="N", help="Number of future frames."),
-    output_units: Optional[str] = typer.Option(
-        None, "--output-units", metavar="dBZ|mm/h",
-        help="Units of the forecast file: dBZ, or mm/h by Marshall-Palmer (default: the input's kind, so "
-             "rain-rate input gives a rain-rate forecast)."),
+    output_units: Optional[str] = OUTPUT_UNITS,
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE.png",
                                         help="Also draw input and forecast panels (PNG, PDF, SVG)."),
     animate: Optional[Path] = typer.Option(None, "--animate", metavar="FILE.gif",
