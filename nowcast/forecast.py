@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 
 import numpy as np
 import torch
@@ -14,7 +13,6 @@ from .motion import displacements, estimate_motion, inside
 from .runtime import resolve_device  # noqa: F401  (re-exported for older callers)
 from .units import dbz_to_unit, unit_to_dbz
 
-MOTION_CACHE_SIZE = 512  # motion fields kept per forecaster (about 2 MB each on a 640 x 710 grid)
 
 
 def name_clashing_models(forecasters, sources) -> None:
@@ -49,7 +47,6 @@ class ModelForecaster(ForecastMethod):
         self.batch_size = int(batch_size)
         self.precision = precision
         self._capture = None
-        self._motion_cache: dict = {}
         # radar pixels per encoded-grid pixel of the motion offsets (patch size x encoder stride)
         self.motion_scale = int(self.config.patch_size) * 2
 
@@ -73,15 +70,9 @@ class ModelForecaster(ForecastMethod):
     def motion_field(self, inputs: np.ndarray) -> np.ndarray:
         """The optical flow a Lagrangian model advects with, for (T, H, W) dBZ inputs: (2, H, W).
 
-        Kept per input, so validating the same windows again (as training does) pays for it once.
+        ``estimate_motion`` remembers recent fields by content, so methods scored on the same window share one.
         """
-        window = np.ascontiguousarray(inputs[-self.input_frames :], dtype=np.float32)
-        key = hashlib.sha1(window.tobytes()).hexdigest() + str(window.shape)
-        if key not in self._motion_cache:
-            if len(self._motion_cache) >= MOTION_CACHE_SIZE:
-                self._motion_cache.pop(next(iter(self._motion_cache)))
-            self._motion_cache[key] = estimate_motion(window)
-        return self._motion_cache[key]
+        return estimate_motion(np.asarray(inputs[-self.input_frames :], dtype=np.float32))
 
     def _forecast_batch(self, batch: np.ndarray, n_out: int) -> np.ndarray:
         x = dbz_to_unit(batch[:, -self.input_frames :])
