@@ -257,9 +257,10 @@ def test_tiny_model_overfits_one_sequence():
     assert loss.item() < first / 10, (first, loss.item())
 
 
-def test_bad_inputs_raise_nowcast_error():
+def test_bad_inputs_raise_value_error():
+    # the numerical core raises ValueError; NowcastError is for the edges (files, options, checkpoints)
     model = tiny()
-    with pytest.raises(NowcastError):
+    with pytest.raises(ValueError, match="shaped"):
         model(torch.rand(3, 16, 16), 4)
-    with pytest.raises(NowcastError):
+    with pytest.raises(ValueError, match="does not fit"):
         model(torch.rand(1, 3, 16, 16), 4, truth=torch.rand(1, 4, 8, 8))

@@ -19,12 +19,12 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from ..errors import NowcastError
+from ..nn import backbones
 from .common import OFFSET, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open, app, out
 
 
-class Backbone(str, Enum):
-    predrnn = "predrnn"
-    convlstm = "convlstm"
+# the choices come from the network registry, so a new backbone needs no change here
+Backbone = Enum("Backbone", {name: name for name in backbones.names()}, type=str)
 
 
 class Loss(str, Enum):

@@ -1,20 +1,23 @@
-"""Neural networks: MotionRNN on a PredRNN (or ConvLSTM) backbone. See DESIGN.md."""
+"""Neural networks: MotionRNN over a recurrent backbone, and stand-alone baselines (``backbones``)."""
 
-from .cells import BLOCKS, ConvLSTMBlock, STLSTMBlock
+from . import backbones
+from .build import build_model, count_parameters
+from .cells import ConvLSTMBlock, STLSTMBlock
 from .config import ModelConfig
+from .lagrangian import LagrangianMotionRNN, lagrangian_class
 from .motiongru import MotionGRU, deform_warp
-from .lagrangian import LagrangianMotionRNN
-from .motionrnn import MotionRNN, build_model, count_parameters
+from .motionrnn import MotionRNN
 
 __all__ = [
-    "BLOCKS",
     "ConvLSTMBlock",
     "LagrangianMotionRNN",
     "ModelConfig",
     "MotionGRU",
     "MotionRNN",
     "STLSTMBlock",
+    "backbones",
     "build_model",
     "count_parameters",
     "deform_warp",
+    "lagrangian_class",
 ]

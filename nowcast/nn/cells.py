@@ -7,7 +7,7 @@ Every block has the same interface so the MotionRNN framework can stack any of t
 x: input from below (B, in, h, w); h, c: the block's own hidden and cell state (B, C, h, w);
 m: the zigzag spatiotemporal memory (blocks without one return it unchanged);
 highway: Motion Highway tensor (B, C, h, w) or None; o: the output gate (used by blocks that
-add the highway outside the cell). A new backbone is one new class added to ``BLOCKS``.
+add the highway outside the cell). A new backbone is one new class named in ``backbones.RECURRENT``.
 
 The gate convolutions are fused per input group to cut the number of (small, latency-bound)
 conv calls: the spatiotemporal LSTM's conv_x (in -> 7C), conv_h (C -> 4C) and conv_m (C -> 3C)
@@ -86,6 +86,4 @@ class ConvLSTMBlock(nn.Module):
             h = h + (1 - o) * highway
         return h, c, m, o
 
-
-BLOCKS: dict[str, type[nn.Module]] = {"predrnn": STLSTMBlock, "convlstm": ConvLSTMBlock}
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import NowcastError
+from . import backbones
 
 FRAMES = ("eulerian", "lagrangian")
 
@@ -69,13 +70,14 @@ class ModelConfig:
         return self.patch_size * self.encoder_stride
 
     def validate(self) -> None:
-        from .cells import BLOCKS  # late import: cells imports nothing from here
-
         def bad(msg):
             raise NowcastError(f"invalid model config: {msg}")
 
-        if self.backbone not in BLOCKS:
-            bad(f"backbone {self.backbone!r} unknown; choose one of {', '.join(sorted(BLOCKS))}")
+        if self.backbone not in backbones.names():
+            bad(f"backbone {self.backbone!r} unknown; choose one of {', '.join(backbones.names())}")
+        if backbones.is_standalone(self.backbone) and (self.motion or self.highway):
+            bad(f"backbone {self.backbone} has no MotionRNN form (the paper uses it as a baseline only); "
+                "turn motion and highway off (--no-motion)")
         for name in ("motion", "highway", "trend", "transient", "layer_norm", "residual"):
             if not isinstance(getattr(self, name), bool):
                 bad(f"{name} must be true or false, got {getattr(self, name)!r}")

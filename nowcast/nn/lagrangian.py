@@ -18,13 +18,12 @@ from __future__ import annotations
 import torch
 
 from .. import motion as advection
-from ..errors import NowcastError
 from .config import ModelConfig
 from .motionrnn import MotionRNN
 
 
-class LagrangianMotionRNN(MotionRNN):
-    """A MotionRNN (any backbone, with or without MotionGRU) that reads and writes Lagrangian frames.
+class LagrangianFrame:
+    """Mixin that puts any network with MotionRNN's call contract into Lagrangian coordinates.
 
     ``model(frames, n_out, motion=V)``: frames (B, T, H, W) on the [0, 1] scale in ordinary (Eulerian)
     coordinates and V (B, 2, H, W) -> forecasts (B, n_out, H, W) on the grid; pixels whose trajectory
@@ -32,12 +31,12 @@ class LagrangianMotionRNN(MotionRNN):
     Without ``motion`` the frames are taken to be in Lagrangian coordinates already and the Lagrangian
     forecast K is returned: that is how training uses it (the sampler cuts Lagrangian windows, so the
     loss is taken in the frame where the network works; ``truth`` must then be Lagrangian too).
-    Same weights and state-dict keys as the MotionRNN it extends.
+    Same weights and state-dict keys as the network it extends.
     """
 
     def __init__(self, config: ModelConfig):
         if config.frame != "lagrangian" or not config.residual:
-            raise NowcastError("LagrangianMotionRNN needs a config with frame='lagrangian' and residual=True")
+            raise ValueError("a Lagrangian network needs a config with frame='lagrangian' and residual=True")
         super().__init__(config)
 
     def forward(self, frames, n_out=None, truth=None, sampling_mask=None, return_motion: bool = False,
@@ -46,7 +45,7 @@ class LagrangianMotionRNN(MotionRNN):
             return super().forward(frames, n_out, truth=truth, sampling_mask=sampling_mask,
                                    return_motion=return_motion)
         if frames.dim() != 4:
-            raise NowcastError(f"a lagrangian model reads (B, T, H, W) frames, got {tuple(frames.shape)}")
+            raise ValueError(f"a lagrangian model reads (B, T, H, W) frames, got {tuple(frames.shape)}")
         n_out = self.config.output_frames if n_out is None else int(n_out)
         steps = frames.shape[1]
         lagrangian, _ = advection.advect_frames(frames, motion, range(steps - 1, -1, -1))
@@ -57,3 +56,17 @@ class LagrangianMotionRNN(MotionRNN):
         future = res[0] if return_motion else res
         out, _ = advection.advect_frames(future, motion, range(1, n_out + 1))
         return (out, res[1]) if return_motion else out
+
+
+class LagrangianMotionRNN(LagrangianFrame, MotionRNN):
+    """The MotionRNN (any recurrent block, with or without MotionGRU) in Lagrangian coordinates."""
+
+
+_CLASSES: dict[type, type] = {MotionRNN: LagrangianMotionRNN}
+
+
+def lagrangian_class(base: type) -> type:
+    """The Lagrangian version of a network class (made once per class, so isinstance checks hold)."""
+    if base not in _CLASSES:
+        _CLASSES[base] = type(f"Lagrangian{base.__name__}", (LagrangianFrame, base), {"__doc__": base.__doc__})
+    return _CLASSES[base]

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import NowcastError
-from .cells import BLOCKS
+from . import backbones
 from .config import ModelConfig
 from .motiongru import OFFSET_CHANNELS, MotionGRU
 
@@ -51,7 +50,7 @@ class MotionRNN(nn.Module):
         p = cfg.patch_size
         cin = cfg.in_channels * p * p
         hs = cfg.hidden_list
-        block_cls = BLOCKS[cfg.backbone]
+        block_cls = backbones.block_class(cfg.backbone)
         self.blocks = nn.ModuleList(
             block_cls(cin if l == 0 else hs[l - 1], hs[l], cfg.kernel_size, cfg.layer_norm)
             for l in range(cfg.num_layers)
@@ -83,7 +82,7 @@ class MotionRNN(nn.Module):
             return x.unsqueeze(2)
         if x.dim() == 5 and x.shape[2] == c:
             return x
-        raise NowcastError(f"model {what} must be shaped (B, T, H, W) or (B, T, {c}, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"model {what} must be shaped (B, T, H, W) or (B, T, {c}, H, W), got {tuple(x.shape)}")
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         m = self.config.pad_multiple
@@ -107,7 +106,7 @@ class MotionRNN(nn.Module):
         cfg = self.config
         n_out = cfg.output_frames if n_out is None else int(n_out)
         if n_out < 1:
-            raise NowcastError(f"n_out must be at least 1, got {n_out}")
+            raise ValueError(f"n_out must be at least 1, got {n_out}")
         squeeze = frames.dim() == 4 and cfg.in_channels == 1
         x5 = self._to_5d(frames, "frames")
         B, T, _, H, W = x5.shape
@@ -116,12 +115,12 @@ class MotionRNN(nn.Module):
         if truth is not None:
             t5 = self._to_5d(truth, "truth")
             if t5.shape[0] != B or t5.shape[1] < n_out - 1 or t5.shape[-2:] != (H, W):
-                raise NowcastError(f"truth shaped {tuple(truth.shape)} does not fit frames {tuple(frames.shape)}")
+                raise ValueError(f"truth shaped {tuple(truth.shape)} does not fit frames {tuple(frames.shape)}")
             truth_p = self._patches(t5)
             if sampling_mask is not None:
                 sampling_mask = sampling_mask.to(dtype=patches.dtype, device=patches.device)
                 if sampling_mask.shape[0] != B or sampling_mask.shape[1] < n_out - 1:
-                    raise NowcastError(f"sampling_mask must be (B, n_out - 1), got {tuple(sampling_mask.shape)}")
+                    raise ValueError(f"sampling_mask must be (B, n_out - 1), got {tuple(sampling_mask.shape)}")
 
         hs = cfg.hidden_list
         L = cfg.num_layers
@@ -180,21 +179,3 @@ class MotionRNN(nn.Module):
             return out
         return out, {k: torch.stack(v, 1) for k, v in record.items()}
 
-
-def build_model(config) -> MotionRNN:
-    """Build the network described by a ModelConfig (or a config dict)."""
-    if isinstance(config, dict):
-        config = ModelConfig.from_dict(config)
-    elif not isinstance(config, ModelConfig):
-        raise NowcastError(f"build_model needs a ModelConfig or dict, got {type(config).__name__}")
-    else:
-        config.validate()
-    if config.frame == "lagrangian":
-        from .lagrangian import LagrangianMotionRNN  # it extends MotionRNN, so it imports this module
-
-        return LagrangianMotionRNN(config)
-    return MotionRNN(config)
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
