@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,3 +57,32 @@ def test_optim_config_checks_the_new_settings():
         OptimConfig(balance_on="forecast")
     with pytest.raises(NowcastError, match="soft_csi"):
         OptimConfig(soft_csi=-1.0)
+
+
+def test_gdl_loss_equals_the_gdl_score_and_pays_for_smoothing():
+    from nowcast.train.objectives import gdl_loss
+    from nowcast.verify import gdl
+
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(-10, 60, (2, 3, 12, 10)).astype(np.float32)
+    fc = truth + rng.normal(0, 4, truth.shape).astype(np.float32)
+    fc[0, 1, 4:6, 2:5] = np.nan  # no data: pairs touching it are left out by both
+    mask = np.isfinite(fc).astype(np.float32)
+    unit = lambda a: torch.from_numpy((np.clip(np.nan_to_num(a, nan=-10.0), -10, 70) + 10.0) / 80.0)  # noqa: E731
+    # verify.gdl averages per frame; the loss pools the batch, so compare frame by frame
+    for b in range(2):
+        for t in range(3):
+            got = float(gdl_loss(unit(fc[b, t])[None], unit(truth[b, t])[None], torch.from_numpy(mask[b, t])[None]))
+            assert got == pytest.approx(gdl(fc[b, t], truth[b, t]), rel=1e-5)
+    smooth = torch.full((1, 12, 10), 0.5)
+    sharp = unit(truth[0, 0])[None]
+    assert float(gdl_loss(sharp, sharp, torch.ones_like(sharp))) == 0.0
+    assert float(gdl_loss(smooth, sharp, torch.ones_like(sharp))) > 0.05
+    pred = smooth.clone().requires_grad_(True)
+    masked_loss(pred, sharp, torch.ones_like(sharp), gdl=1.0).backward()
+    assert float(pred.grad.abs().sum()) > 0
+
+
+def test_optim_config_checks_the_gdl_weight():
+    with pytest.raises(NowcastError, match="gdl"):
+        OptimConfig(gdl=-0.5)

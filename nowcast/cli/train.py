@@ -146,6 +146,7 @@ OPTIONS = (
     Opt(("--balance-on",), "optim.balance_on", str, "Heavy-echo weights from the target, or from both forecast "
                                                     "and target (false alarms cost too)."),
     Opt(("--soft-csi",), "optim.soft_csi", float, "Weight of a differentiable CSI term at 30 and 40 dBZ."),
+    Opt(("--gdl",), "optim.gdl", float, "Weight of a gradient difference loss term (sharpness as the truth's)."),
     Opt(("--sampling-iterations",), "optim.sampling_iterations", int, "Scheduled sampling length."),
     Opt(("--seed",), "optim.seed", int, "Random seed."),
     # run

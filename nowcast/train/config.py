@@ -81,6 +81,7 @@ class OptimConfig:
     balance_power: float = 1.0  # the HKO-7 weights raised to this power: 0.5 is a milder weighting
     balance_on: str = "target"  # target | both: weights from the larger of forecast and truth (false alarms cost)
     soft_csi: float = 0.0  # weight of the soft-CSI term at 30 and 40 dBZ (0 = off)
+    gdl: float = 0.0  # weight of the gradient difference loss term (0 = off)
     sampling_iterations: int | None = None  # truth-feeding probability 1 -> 0 over these; None = half the run
     seed: int = 0
 
@@ -100,6 +101,8 @@ class OptimConfig:
             _bad(f"balance_on must be target or both, got {self.balance_on!r}")
         if not self.soft_csi >= 0:
             _bad(f"soft_csi must be >= 0, got {self.soft_csi}")
+        if not self.gdl >= 0:
+            _bad(f"gdl must be >= 0, got {self.gdl}")
         if not 0.0 < self.balance_power <= 1.0:
             _bad(f"balance_power must lie in (0, 1], got {self.balance_power}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -289,7 +292,7 @@ FLAT_NAMES = {
     **{k: f"data.{k}" for k in ("crop", "coarsen_factors", "time_strides", "flips", "echo_threshold",
                                 "min_echo_fraction", "dry_keep_probability", "min_valid_fraction", "max_tries")},
     **{k: f"optim.{k}" for k in ("iterations", "batch_size", "lr", "lr_schedule", "warmup", "min_lr", "grad_clip",
-                                 "loss", "balanced_loss", "balance_power", "balance_on", "soft_csi",
+                                 "loss", "balanced_loss", "balance_power", "balance_on", "soft_csi", "gdl",
                                  "sampling_iterations", "seed")},
 }
 

@@ -76,14 +76,15 @@ def balanced_weights(target_dbz: torch.Tensor, thresholds_dbz=None, power: float
 
 def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False,
                 balance_power: float = 1.0, denominator=None, balance_on: str = "target",
-                soft_csi: float = 0.0, soft_csi_dbz=SOFT_CSI_DBZ) -> torch.Tensor:
+                soft_csi: float = 0.0, soft_csi_dbz=SOFT_CSI_DBZ, gdl: float = 0.0) -> torch.Tensor:
     """Mean (weighted) L1 / L2 / L1+L2 error on the [0, 1] scale over the pixels that have data.
 
     Computed in float32 whatever precision the forward pass ran in. ``denominator``: divide by this
     count of valid pixels instead of this batch's (a process's share of a global batch divides by the
     global count). ``balance_on="both"`` takes each pixel's HKO-7 weight from the larger of forecast and
     truth, so a false alarm of heavy echo costs as much as a miss. ``soft_csi`` > 0 adds that weight times
-    the mean of (1 - soft CSI) at the ``soft_csi_dbz`` thresholds (``soft_csi_loss``)."""
+    the mean of (1 - soft CSI) at the ``soft_csi_dbz`` thresholds (``soft_csi_loss``); ``gdl`` > 0 adds that
+    weight times the gradient difference loss (``gdl_loss``)."""
     pred = pred.float()
     d = pred - target
     if kind == "l1":
@@ -102,7 +103,22 @@ def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False,
     loss = (err * w).sum() / count.clamp(min=1.0)
     if soft_csi > 0:
         loss = loss + float(soft_csi) * soft_csi_loss(pred, target, mask, soft_csi_dbz)
+    if gdl > 0:
+        loss = loss + float(gdl) * gdl_loss(pred, target, mask)
     return loss
+
+
+def gdl_loss(pred, target, mask) -> torch.Tensor:
+    """Gradient difference loss (Mathieu et al. 2016, alpha = 1) on the [0, 1] scale, as ``verify.gdl`` scores
+    it: the mean over vertical and over horizontal neighbour pairs of ||d forecast| - |d truth||, counting
+    only pairs whose two pixels have data. A forecast that is smoother or blockier than the truth pays."""
+    pred, target, mask = pred.float(), target.float(), mask.float()
+    total = pred.new_zeros(())
+    for axis in (-2, -1):
+        diff = (pred.diff(dim=axis).abs() - target.diff(dim=axis).abs()).abs()
+        pair = mask.narrow(axis, 0, mask.shape[axis] - 1) * mask.narrow(axis, 1, mask.shape[axis] - 1)
+        total = total + (diff * pair).sum() / pair.sum().clamp(min=1.0)
+    return total
 
 
 def unit_to_dbz(x: torch.Tensor) -> torch.Tensor:

@@ -166,7 +166,7 @@ class Trainer:
                                     sampling_mask=self._tensor(smask, share), **extras)
         loss = masked_loss(pred, y, m, o.loss, o.balanced_loss, o.balance_power,
                            denominator=float(batch["mask"].sum()) if self.team.enabled else None,
-                           balance_on=o.balance_on, soft_csi=o.soft_csi)
+                           balance_on=o.balance_on, soft_csi=o.soft_csi, gdl=o.gdl)
         # DDP averages gradients over the processes; scaling by their number makes it the global sum
         self.scaler.scale(loss * self.team.world if self.team.enabled else loss).backward()
         if o.grad_clip:
