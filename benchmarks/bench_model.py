@@ -7,6 +7,13 @@ via /proc/self/clear_refs + VmHWM on Linux),
 and achieved GFLOP/s beside the GFLOP/s of one large 5x5 convolution measured in the same run.
 
     python benchmarks/bench_model.py [--quick] [--json FILE] [--threads N]
+
+Backbone table (issue 13): ``--backbones all`` (or ``--backbones mim,e3d,...``) measures instead, side by side in
+one run, every backbone of ``nowcast.nn.backbones`` in the same setting, plain and (recurrent blocks only) inside
+MotionRNN: parameters, MACs, inference time at 64x64 and 256x256 (batch 1) and a training step (batch 8, 64x64).
+``--tiny`` runs the table on a toy setting, only to check that it works (its numbers mean nothing).
+
+    python benchmarks/bench_model.py --backbones all [--quick] [--json FILE]
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from nowcast.nn import ModelConfig, build_model, count_parameters  # noqa: E402
+from nowcast.nn import ModelConfig, backbones, build_model, count_parameters  # noqa: E402
 
 MODELS = {
     "motionrnn": dict(),  # defaults = the paper's radar setting
@@ -137,12 +144,86 @@ def conv_ceiling(repeats: int) -> float:
         t = time_interleaved({"c": lambda: conv(x)}, repeats)["c"]
     return flops / t / 1e9
 
+# -- backbone table (issue 13) ----------------------------------------------------------------------------------
+
+FORMS = {"plain": dict(motion=False, highway=False), "motionrnn": dict(motion=True, highway=True)}
+# toy setting for --tiny: sizes for (small inference, large inference, training), batch of the training step
+TINY = dict(model=dict(num_layers=2, hidden=8, kernel_size=3, patch_size=4), sizes=(16, 32, 16), train_batch=2)
+FULL = dict(model=dict(), sizes=(64, 256, 64), train_batch=8)
+
+
+def parse_backbones(text: str) -> list[str]:
+    known = backbones.names()
+    names = known if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown backbone(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(known)} or 'all'")
+    return names
+
+
+def table_variants(names: list[str], setting: dict) -> dict[str, dict]:
+    """'<backbone>/<form>' -> ModelConfig keywords; stand-alone networks only in their plain form."""
+    out = {}
+    for name in names:
+        for form, switches in FORMS.items():
+            if form == "motionrnn" and backbones.is_standalone(name):
+                continue
+            out[f"{name}/{form}"] = dict(backbone=name, **setting["model"], **switches)
+    return out
+
+
+def backbone_table(names: list[str], tiny: bool, quick: bool) -> dict[str, dict]:
+    """Every variant measured side by side (the timing loops alternate between them)."""
+    setting = TINY if tiny else FULL
+    small, large, train_size = setting["sizes"]
+    r_small, r_large, r_train = (1, 1, 1) if tiny else ((5, 1, 1) if quick else (9, 3, 3))
+    variants = table_variants(names, setting)
+
+    def build(kw):
+        torch.manual_seed(0)
+        return build_model(ModelConfig(**kw))
+
+    models = {k: build(kw).eval() for k, kw in variants.items()}
+    rows = {k: {"params": count_parameters(m), f"macs_{small}_b1": macs(m, 1, small)} for k, m in models.items()}
+    for key, size, rep in ((f"infer_{small}_b1_s", small, r_small), (f"infer_{large}_b1_s", large, r_large)):
+        for k, v in time_interleaved({k: infer_fn(m, 1, size) for k, m in models.items()}, rep).items():
+            rows[k][key] = round(v, 4)
+        print(f"{key}: " + ", ".join(f"{k} {rows[k][key]:.3f}" for k in rows), flush=True)
+    del models
+    b = setting["train_batch"]
+    fns = {k: train_fn(build(kw).train(), batch=b, size=train_size) for k, kw in variants.items()}
+    for k, v in time_interleaved(fns, r_train).items():
+        rows[k][f"train_{train_size}_b{b}_s"] = round(v, 4)
+    return rows
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """A markdown table, one line per variant, MotionRNN's ratio to the plain backbone beside its times."""
+    keys = list(next(iter(rows.values())))
+    lines = ["| backbone | form | " + " | ".join(keys) + " |", "|---|---|" + "---:|" * len(keys)]
+    for name, row in rows.items():
+        backbone, form = name.split("/")
+        plain = rows.get(f"{backbone}/plain")
+        cells = []
+        for k in keys:
+            v = row[k]
+            cell = f"{v:,}" if isinstance(v, int) else f"{v:.3f}"
+            if form != "plain" and plain and plain[k]:
+                cell += f" ({v / plain[k]:.2f}x)"
+            cells.append(cell)
+        lines.append(f"| {backbone} | {form} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats, under two minutes")
     ap.add_argument("--json", type=Path, help="write the results to this JSON file")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--backbones", type=parse_backbones, metavar="all|A,B,...",
+                    help="measure the backbone table instead: these backbones ('all': every registered one)")
+    ap.add_argument("--tiny", action="store_true", help="with --backbones: a toy setting, to check the script")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     r1, r8, rbig, rtrain = (7, 2, 2, 1) if args.quick else (11, 5, 3, 3)
@@ -156,6 +237,8 @@ def main(argv=None):
         "python": platform.python_version(),
         "command": " ".join(["python", "benchmarks/bench_model.py", *(argv if argv is not None else sys.argv[1:])]),
     }
+    if args.backbones:
+        return _table_main(args, res)
     models = {k: make(k).eval() for k in MODELS}
     rss = _proc_kib("VmRSS")
     res["rss_baseline_mb"] = None if rss is None else round(rss / 1024.0, 1)  # interpreter + torch + models
@@ -195,6 +278,16 @@ def main(argv=None):
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
+    return res
+
+
+def _table_main(args, res):
+    res["setting"] = "tiny (a check only)" if args.tiny else "paper radar setting"
+    res["backbones"] = backbone_table(args.backbones, args.tiny, args.quick)
+    res["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    print(format_table(res["backbones"]))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
     return res
 
 

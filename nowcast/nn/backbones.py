@@ -18,6 +18,8 @@ import importlib
 RECURRENT: dict[str, tuple[str, str]] = {
     "predrnn": ("cells", "STLSTMBlock"),
     "convlstm": ("cells", "ConvLSTMBlock"),
+    "mim": ("mim", "MIMBlock"),
+    "e3d": ("e3d", "E3DBlock"),
 }
 
 STANDALONE: dict[str, tuple[str, str]] = {}

@@ -23,6 +23,9 @@ def _unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
 class MotionRNN(nn.Module):
     """MotionRNN around a recurrent backbone (or the plain backbone when motion and highway are off).
 
+    The blocks follow the protocol of ``nowcast.nn.cells`` (``for_layer``, ``init_state``, ``init_memory``,
+    ``out_channels``): each keeps its own opaque state; the MotionGRUs, the highway and the patches live here.
+
     Call: ``model(frames, n_out)`` with frames in [0, 1] shaped (B, T, H, W) (or (B, T, C, H, W) when
     in_channels > 1) -> predictions (B, n_out, H, W), not clamped. Any H, W: zero padded (the floor)
     to a multiple of patch_size * encoder stride and cropped back.
@@ -51,19 +54,23 @@ class MotionRNN(nn.Module):
         cin = cfg.in_channels * p * p
         hs = cfg.hidden_list
         block_cls = backbones.block_class(cfg.backbone)
-        self.blocks = nn.ModuleList(
-            block_cls(cin if l == 0 else hs[l - 1], hs[l], cfg.kernel_size, cfg.layer_norm)
-            for l in range(cfg.num_layers)
-        )
+        if block_cls.uses_memory and len(set(hs)) > 1:
+            # the zigzag memory flows through every layer, so all layers need one size
+            raise ValueError(f"backbone {cfg.backbone} needs the same hidden size in every layer, got {hs}")
+        blocks: list[nn.Module] = []
+        for l in range(cfg.num_layers):
+            below = cin if l == 0 else blocks[-1].out_channels
+            blocks.append(block_cls.for_layer(l, below, hs[l], cfg.kernel_size, cfg.layer_norm))
+        self.blocks = nn.ModuleList(blocks)
+        outs = [block.out_channels for block in blocks]
         self.motion_grus = nn.ModuleList(
-            MotionGRU(hs[l], cfg.kernel_size, cfg.alpha, cfg.trend, cfg.transient) for l in range(cfg.num_layers - 1)
+            MotionGRU(outs[l], cfg.kernel_size, cfg.alpha, cfg.trend, cfg.transient) for l in range(cfg.num_layers - 1)
         ) if cfg.motion else nn.ModuleList()
-        # layer 1's highway: the input patches projected to the hidden size
-        self.highway_in = nn.Conv2d(cin, hs[0], 1, bias=False) if cfg.highway else None
-        self.conv_out = nn.Conv2d(hs[-1], cin, 1, bias=False)
+        # layer 1's highway: the input patches projected to the size of what a block passes up
+        self.highway_in = nn.Conv2d(cin, outs[0], 1, bias=False) if cfg.highway else None
+        self.conv_out = nn.Conv2d(outs[-1], cin, 1, bias=False)
         if cfg.residual:
             nn.init.zeros_(self.conv_out.weight)  # start as persistence
-        self._uses_memory = block_cls.uses_memory
         self.channels_last = False
 
     def use_channels_last(self, enabled: bool = True) -> "MotionRNN":
@@ -122,13 +129,10 @@ class MotionRNN(nn.Module):
                 if sampling_mask.shape[0] != B or sampling_mask.shape[1] < n_out - 1:
                     raise ValueError(f"sampling_mask must be (B, n_out - 1), got {tuple(sampling_mask.shape)}")
 
-        hs = cfg.hidden_list
-        L = cfg.num_layers
         hp, wp = patches.shape[-2:]
-        zeros = lambda c, h, w: self._fmt(patches.new_zeros(B, c, h, w))  # noqa: E731
-        h = [zeros(hs[l], hp, wp) for l in range(L)]
-        c = [zeros(hs[l], hp, wp) for l in range(L)]
-        m = zeros(hs[0], hp, wp) if self._uses_memory else None
+        zeros = lambda c, h=hp, w=wp: self._fmt(patches.new_zeros(B, c, h, w))  # noqa: E731
+        states = [block.init_state(zeros) for block in self.blocks]
+        m = self.blocks[0].init_memory(zeros)
         n_gru = len(self.motion_grus)
         he, we = (hp + 1) // 2, (wp + 1) // 2
         f = [zeros(OFFSET_CHANNELS, he, we) for _ in range(n_gru)]
@@ -149,15 +153,15 @@ class MotionRNN(nn.Module):
             below = inp
             ft_step = []
             for l, block in enumerate(self.blocks):
-                h[l], c[l], m, _ = block(below, h[l], c[l], m, highway)
+                out, states[l], m = block(below, states[l], m, highway)
                 if self.highway_in is not None:
-                    highway = h[l]  # the layer below's hidden state bypasses the warp
+                    highway = out  # the layer below's hidden state bypasses the warp
                 if l < n_gru:
-                    below, f[l], d[l], ft = self.motion_grus[l](h[l], f[l], d[l])
+                    below, f[l], d[l], ft = self.motion_grus[l](out, f[l], d[l])
                     ft_step.append(ft)
                 else:
-                    below = h[l]
-            raw = self.conv_out(h[-1])
+                    below = out
+            raw = self.conv_out(out)
             if cfg.residual:
                 raw = inp + raw  # the change from the frame read at this step
             if t >= T - 1:
