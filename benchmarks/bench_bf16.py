@@ -66,7 +66,7 @@ def effect(model_name: str, radar: Path, stride: int) -> dict:
         worst = max(worst, float(np.nanmax(np.abs(a - b))))
         acc["fp32"].update(a, targets)
         acc["bf16"].update(b, targets)
-    res = {p: acc[p].result()["csi"] for p in acc}
+    res = {p: {t.key: t.csi for t in acc[p].result().categorical} for p in acc}
     return {"windows": windows.count, "max_abs_dbz_difference": worst, "csi_fp32": res["fp32"], "csi_bf16": res["bf16"]}
 
 

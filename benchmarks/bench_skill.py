@@ -39,19 +39,19 @@ def sequences(radar_dir: Path, which: str):
     return [(name, open_radar(radar_dir / name)) for name in ("mch_rainrate_2.nc", "fmi_dbz_2.nc")]
 
 
-def per_lead_lines(result: dict, thresholds=("30", "40")) -> list[str]:
-    """CSI and frequency bias per lead for every method, as text lines."""
+def per_lead_lines(result, thresholds=("30", "40")) -> list[str]:
+    """CSI and frequency bias per lead for every method (an EvaluationResult), as text lines."""
     lines = []
     for t in thresholds:
         for score in ("csi", "bias"):
             lines.append(f"{score.upper()}>={t} by lead")
-            for name, r in result["results"].items():
-                values = r.get(f"{score}_per_lead", {}).get(t)
-                if values is None:
+            for m in result.methods:
+                if t not in (ts.key for ts in m.scores.categorical):
                     continue
-                shown = " ".join("  nan" if v is None or not np.isfinite(v) else f"{v:5.3f}" for v in values)
-                mean = np.nanmean([np.nan if v is None else v for v in values])
-                lines.append(f"  {name:<34} {shown}   mean {mean:.3f}")
+                values = m.scores.lead_values(score, t)
+                shown = " ".join("  nan" if not np.isfinite(v) else f"{v:5.3f}" for v in values)
+                mean = np.nanmean(values)
+                lines.append(f"  {m.name:<34} {shown}   mean {mean:.3f}")
     return lines
 
 
@@ -79,8 +79,7 @@ def main(argv=None) -> int:
         methods.append(resolve(name))
     start = time.time()
     result = evaluate(sequences(Path(args.radar_dir), args.data), methods, stride=args.stride)
-    result["wall_time_s"] = round(time.time() - start, 1)
-    result["data_set"] = args.data
+    wall_time_s = round(time.time() - start, 1)
     from rich.console import Console
 
     console = Console(width=160)
@@ -88,7 +87,7 @@ def main(argv=None) -> int:
     for line in per_lead_lines(result):
         console.print(line, markup=False, highlight=False)
     if args.json:
-        args.json.write_text(to_json(result))
+        args.json.write_text(to_json({**result.to_dict(), "wall_time_s": wall_time_s, "data_set": args.data}))
     return 0
 
 

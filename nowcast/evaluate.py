@@ -1,21 +1,130 @@
 """Score several forecast methods on exactly the same windows of one or more radar sequences.
 
-Methods get full frames (nothing is resized or cropped) and are timed per window. The result is a
-plain dict (see `evaluate`), written as strict JSON by `to_json` and shown by `format_table`.
+Methods get full frames (nothing is resized or cropped) and are timed per window. The result is an
+``EvaluationResult`` (frozen dataclasses down to ``verify.Scores``); ``to_json`` writes it as strict JSON
+(``EvaluationResult.to_dict()`` is the layout) and ``format_table`` shows it.
+
+The windows are scored in chunks, each by the same function (``_score_task``): in this process
+(workers=1), in a pool of spawned processes (workers=N), or on a dask.distributed cluster (scheduler=...).
+Each chunk returns one accumulator per method; they are merged in chunk order, and since accumulators
+add counts and exact sums, the result is the same to the last bit however the windows were split.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import sys
 import time
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
 
 from . import strict_json
-from .errors import NowcastError
-from .verify import DEFAULT_THRESHOLDS, ScoreAccumulator, normalize_thresholds, threshold_key
-from .windows import iter_windows
+from .errors import MissingDependencyError, NowcastError
+from .verify import DEFAULT_THRESHOLDS, ScoreAccumulator, Scores, normalize_thresholds, threshold_key
+from .windows import WindowSet, iter_windows
+
+CHUNKS_PER_WORKER = 4  # a few chunks per worker keep them all busy to the end
+SCHEDULER_TIMEOUT_S = 10.0
+CLUSTER_EXTRA = "pip install 'nowcast[cluster]'"
+
+
+# ---------------------------------------------------------------------------------------------
+# typed results
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One method's scores on every window, and its forecast time."""
+
+    name: str
+    scores: Scores
+    seconds_per_window: float
+
+    def to_dict(self) -> dict:
+        return {**self.scores.to_dict(), "seconds_per_window": self.seconds_per_window}
+
+
+@dataclass(frozen=True)
+class SequenceWindows:
+    """How many windows one input sequence gave, and how many were skipped for gaps in time."""
+
+    name: str
+    windows: int
+    skipped_windows: int
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Every method scored on the same windows (``evaluate``)."""
+
+    windows: int
+    skipped_windows: int
+    too_short_sequences: tuple[str, ...]
+    input_frames: int
+    lead_frames: int
+    # one number when every scored sequence has the same step, else one per scored sequence
+    time_step_minutes: float | tuple[float, ...] | None
+    thresholds: tuple[float, ...]
+    data: tuple[SequenceWindows, ...]
+    methods: tuple[MethodResult, ...]
+
+    @property
+    def results(self) -> dict[str, MethodResult]:
+        """The methods by name, in the order they were given."""
+        return {m.name: m for m in self.methods}
+
+    def method(self, name: str) -> MethodResult:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(f"no method named {name!r}; methods: {[m.name for m in self.methods]}")
+
+    def to_dict(self) -> dict:
+        """The JSON layout of ``nowcast evaluate --json``."""
+        step = self.time_step_minutes
+        return {
+            "windows": self.windows,
+            "skipped_windows": self.skipped_windows,
+            "too_short_sequences": list(self.too_short_sequences),
+            "input_frames": self.input_frames,
+            "lead_frames": self.lead_frames,
+            "time_step_minutes": list(step) if isinstance(step, tuple) else step,
+            "thresholds_dbz": [_plain_number(t) for t in self.thresholds],
+            "data": [d.name for d in self.data],
+            "data_windows": {d.name: {"windows": d.windows, "skipped_windows": d.skipped_windows} for d in self.data},
+            "results": {m.name: m.to_dict() for m in self.methods},
+        }
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A forecast method as a recipe that pickles: ``methods.resolve(spec, model, ...)`` builds it where it
+    runs, so each worker process loads its own copy (a model is a checkpoint name or path, which workers on
+    other machines must be able to read). ``name`` renames the built method (as name_clashing_models does)."""
+
+    spec: str | None = None
+    model: str | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    prob_match: bool = False
+    name: str | None = None
+
+    def build(self):
+        from .methods import resolve
+
+        method = resolve(self.spec, self.model, device=self.device, precision=self.precision,
+                         prob_match=self.prob_match)
+        if self.name is not None:
+            method.name = self.name
+        return method
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring one chunk of windows (the one path, in this process or in a worker)
 
 
 def common_targets(targets: np.ndarray, forecasts) -> np.ndarray:
@@ -31,43 +140,204 @@ def common_targets(targets: np.ndarray, forecasts) -> np.ndarray:
     return np.where(missing, np.nan, targets) if missing.any() else targets
 
 
-def evaluate(
-    sequences: Sequence[tuple[str, object]],
-    methods: Sequence,
-    thresholds=DEFAULT_THRESHOLDS,
-    n_in: int = 5,
-    n_out: int = 10,
-    stride: int = 1,
-    batch_size: int = 8,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict:
-    """Run every method on every window of every sequence and score it against the targets.
+@dataclass(frozen=True)
+class _Task:
+    """A chunk of consecutive windows of one sequence, with everything needed to score it elsewhere."""
 
-    sequences: (name, DataArray (time, y, x) in dBZ) pairs. methods: ForecastMethod-like callables
-    `method(inputs (B, n_in, H, W), n_out) -> (B, n_out, H, W)` with a unique `.name`.
-    progress: called as progress(windows_done, windows_total) after each batch.
+    data_name: str
+    frames: object  # the DataArray slice (time, y, x) that holds the chunk's windows
+    starts: tuple[int, ...]  # window starts in `frames`
+    n_in: int
+    n_out: int
+    batch_size: int
+    thresholds: tuple[float, ...]
+    methods: tuple  # MethodSpec (built where the task runs) or picklable method objects
+    names: tuple[str, ...]
+    torch_threads: int | None = None
 
-    Returns {"windows", "skipped_windows", "too_short_sequences", "input_frames", "lead_frames",
-    "time_step_minutes", "thresholds_dbz", "data", "data_windows", "results": {method name: scores}},
-    scores as ScoreAccumulator.result() plus "seconds_per_window". Every method is scored on the same
-    pixels: those where the radar has data and every method has a forecast (``common_targets``).
-    Raises NowcastError when no sequence yields a single window.
-    """
-    thresholds = normalize_thresholds(thresholds)
-    methods = list(methods)
-    if not methods:
-        raise NowcastError("no forecast method to evaluate")
-    names = [getattr(m, "name", type(m).__name__) for m in methods]
-    if len(set(names)) != len(names):
-        raise NowcastError(f"method names must be unique, got {names}")
-    if batch_size < 1:
-        raise NowcastError(f"batch size must be at least 1, got {batch_size}")
 
-    window_sets = [(name, iter_windows(seq, n_in=n_in, n_out=n_out, stride=stride)) for name, seq in sequences]
+@dataclass
+class _Partial:
+    """What scoring a chunk gives back: one accumulator and the forecast seconds per method."""
+
+    accumulators: list
+    seconds: list
+    windows: int
+
+
+def _score_task(task: _Task, methods, progress: Callable[[int], None] | None = None) -> _Partial:
+    accs = [ScoreAccumulator(task.thresholds, task.n_out) for _ in task.names]
+    seconds = [0.0] * len(task.names)
+    windows = WindowSet(seq=task.frames, n_in=task.n_in, n_out=task.n_out, stride=1, starts=list(task.starts))
+    for inputs, targets, _ in windows.batches(task.batch_size):
+        forecasts = []
+        for i, (name, method) in enumerate(zip(task.names, methods)):
+            t0 = time.perf_counter()
+            fc = np.asarray(method(inputs, task.n_out))
+            seconds[i] += time.perf_counter() - t0
+            if fc.shape != targets.shape:
+                raise NowcastError(
+                    f"method {name} returned shape {fc.shape} for {task.data_name}, expected {targets.shape}"
+                )
+            forecasts.append(fc)
+        common = common_targets(targets, forecasts)
+        for acc, fc in zip(accs, forecasts):
+            acc.update(fc, common)
+        if progress is not None:
+            progress(len(inputs))
+    return _Partial(accs, seconds, len(task.starts))
+
+
+_BUILT: dict = {}  # methods built in this worker process, by spec: a model loads once per worker
+
+
+def _limit_torch_threads(n: int | None) -> None:
+    """n torch threads in this process, without importing torch for methods that never use it."""
+    if n is None:
+        return
+    torch = sys.modules.get("torch")
+    if torch is None:
+        os.environ["OMP_NUM_THREADS"] = str(n)  # torch reads it when first imported
+    elif torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def _run_task(task: _Task) -> _Partial:
+    """A worker's entry point (module level, so spawned processes and dask workers can import it)."""
+    _limit_torch_threads(task.torch_threads)
+    methods = []
+    for m in task.methods:
+        if isinstance(m, MethodSpec):
+            if m not in _BUILT:
+                _BUILT[m] = m.build()
+            m = _BUILT[m]
+        methods.append(m)
+    return _score_task(task, methods)
+
+
+# ---------------------------------------------------------------------------------------------
+# running the chunks
+
+
+def _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names, chunks: int | None,
+          torch_threads=None) -> list[_Task]:
+    """The windows cut into tasks in the order one process scores them: per sequence, whole batches
+    (so each batch holds the same windows however many chunks there are); chunks None: one per sequence."""
     total = sum(ws.count for _, ws in window_sets)
-    skipped = sum(ws.skipped for _, ws in window_sets)
-    too_short = [name for name, ws in window_sets if ws.too_short]
-    if total == 0:
+    per_chunk = total if chunks is None else max(1, math.ceil(total / chunks))
+    per_chunk = batch_size * math.ceil(per_chunk / batch_size)
+    length = n_in + n_out
+    tasks = []
+    for data_name, ws in window_sets:
+        for i in range(0, ws.count, per_chunk):
+            starts = ws.starts[i:i + per_chunk]
+            first = int(starts[0])
+            frames = ws.seq.isel(time=slice(first, int(starts[-1]) + length))
+            tasks.append(_Task(data_name, frames, tuple(int(s) - first for s in starts), n_in, n_out, batch_size,
+                               thresholds, tuple(methods), tuple(names), torch_threads))
+    return tasks
+
+
+class _Progress:
+    def __init__(self, callback, total: int):
+        self.callback, self.total, self.done = callback, total, 0
+
+    def __call__(self, windows: int) -> None:
+        self.done += windows
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def _run_pool(tasks: list[_Task], workers: int, progress: _Progress) -> list[_Partial]:
+    """Tasks on `workers` spawned processes (spawn: safe with torch and threads, the same on every OS)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        futures = [pool.submit(_run_task, t) for t in tasks]
+        try:
+            for future in as_completed(futures):
+                progress(future.result().windows)
+        except BrokenProcessPool:
+            raise NowcastError("a worker process stopped unexpectedly (out of memory?); try fewer workers") from None
+        finally:
+            for future in futures:
+                future.cancel()
+        return [f.result() for f in futures]  # chunk order, not completion order
+
+
+def connect_scheduler(address: str, timeout: float | None = None):
+    """A dask.distributed Client connected to the scheduler at `address` (e.g. 'tcp://host:8786')."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise MissingDependencyError(f"a dask scheduler needs dask.distributed: {CLUSTER_EXTRA}") from None
+    timeout = SCHEDULER_TIMEOUT_S if timeout is None else timeout
+    try:
+        _check_reachable(address, timeout)
+        return Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise NowcastError(f"cannot reach the dask scheduler at {address}: {why}") from None
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """Raise OSError when a tcp scheduler does not answer: a Client that fails to connect prints a
+    traceback when it is collected, so it is better not made."""
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    scheme, location = parse_address(address)
+    get_backend(scheme)  # ValueError for an unknown scheme
+    if scheme == "tcp":
+        with socket.create_connection(parse_host_port(location), timeout=timeout):
+            pass
+
+
+def _cluster_slots(client) -> int:
+    workers = client.scheduler_info().get("workers", {})
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+
+def _run_dask(tasks: list[_Task], client, progress: _Progress) -> list[_Partial]:
+    from distributed import as_completed
+
+    data = client.scatter(tasks, hash=False)  # the frames travel once, outside the task graph
+    futures = client.map(_run_task, data, pure=False)
+    order = {f.key: i for i, f in enumerate(futures)}
+    partials: list = [None] * len(futures)
+    try:
+        for future, partial in as_completed(futures, with_results=True):
+            partials[order[future.key]] = partial
+            progress(partial.windows)
+    finally:
+        client.cancel(futures + data)
+    return partials
+
+
+def _merge(partials: list[_Partial]) -> tuple[list[ScoreAccumulator], list[float]]:
+    """The partials summed in chunk order (counts and exact sums: any order would give the same)."""
+    accs, seconds = partials[0].accumulators, list(partials[0].seconds)
+    for p in partials[1:]:
+        for acc, other in zip(accs, p.accumulators):
+            acc.merge(other)
+        seconds = [a + b for a, b in zip(seconds, p.seconds)]
+    return accs, seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _window_sets(sequences, n_in: int, n_out: int, stride: int):
+    window_sets = [(name, iter_windows(seq, n_in=n_in, n_out=n_out, stride=stride)) for name, seq in sequences]
+    if sum(ws.count for _, ws in window_sets) == 0:
+        skipped = sum(ws.skipped for _, ws in window_sets)
+        too_short = [name for name, ws in window_sets if ws.too_short]
         why = []
         if not window_sets:
             why.append("no input sequences")
@@ -77,74 +347,149 @@ def evaluate(
         if skipped:
             why.append(f"{skipped} window(s) skipped because they span gaps in time")
         raise NowcastError("nothing to evaluate: 0 complete windows (" + "; ".join(why or ["no windows"]) + ")")
+    return window_sets
 
-    accs = {name: ScoreAccumulator(thresholds, n_out) for name in names}
-    seconds = dict.fromkeys(names, 0.0)
-    done = 0
-    for data_name, ws in window_sets:
-        for inputs, targets, _ in ws.batches(batch_size):
-            forecasts = {}
-            for name, method in zip(names, methods):
-                t0 = time.perf_counter()
-                fc = method(inputs, n_out)
-                seconds[name] += time.perf_counter() - t0
-                fc = np.asarray(fc)
-                if fc.shape != targets.shape:
-                    raise NowcastError(
-                        f"method {name} returned shape {fc.shape} for {data_name}, expected {targets.shape}"
-                    )
-                forecasts[name] = fc
-            common = common_targets(targets, forecasts.values())
-            for name in names:
-                accs[name].update(forecasts[name], common)
-            done += len(inputs)
-            if progress is not None:
-                progress(done, total)
 
+def _prepare_methods(methods, parallel: bool) -> tuple[list, list[str]]:
+    """(methods to run, their names). In this process: built methods. For workers: MethodSpecs (named, so
+    every worker scores under the same name) or the method objects themselves, which must pickle."""
+    items = [MethodSpec(m) if isinstance(m, str) else m for m in methods]
+    if not items:
+        raise NowcastError("no forecast method to evaluate")
+    if not parallel:
+        items = [m.build() if isinstance(m, MethodSpec) else m for m in items]
+    names = []
+    for m in items:
+        if isinstance(m, MethodSpec):
+            names.append(m.name or m.build().name)  # unnamed: built once here to learn its name
+        else:
+            names.append(getattr(m, "name", type(m).__name__))
+    if len(set(names)) != len(names):
+        raise NowcastError(f"method names must be unique, got {names}")
+    if parallel:
+        items = [replace(m, name=n) if isinstance(m, MethodSpec) else _picklable(m, n) for m, n in zip(items, names)]
+    return items, names
+
+
+def _picklable(method, name: str):
+    try:
+        pickle.dumps(method)
+    except Exception as exc:  # noqa: BLE001 - pickling can fail in many ways, all meaning the same here
+        raise NowcastError(f"method {name} cannot be sent to worker processes ({type(exc).__name__}: {exc}); "
+                           "give it as a MethodSpec") from None
+    return method
+
+
+def _check_parallel(workers, scheduler, torch_threads) -> None:
+    for name, value in (("workers", workers), ("torch_threads", 1 if torch_threads is None else torch_threads)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise NowcastError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if scheduler is not None and workers > 1:
+        raise NowcastError("give either workers (processes on this machine) or a dask scheduler, not both")
+
+
+def evaluate(
+    sequences: Sequence[tuple[str, object]],
+    methods: Sequence,
+    thresholds=DEFAULT_THRESHOLDS,
+    n_in: int = 5,
+    n_out: int = 10,
+    stride: int = 1,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    workers: int = 1,
+    scheduler=None,
+    torch_threads: int | None = None,
+) -> EvaluationResult:
+    """Run every method on every window of every sequence and score it against the targets.
+
+    sequences: (name, DataArray (time, y, x) in dBZ) pairs. methods: ForecastMethod-like callables
+    `method(inputs (B, n_in, H, W), n_out) -> (B, n_out, H, W)` with a unique `.name`, or MethodSpecs
+    (or method names, e.g. "persistence") that ``methods.resolve`` builds.
+    progress: called as progress(windows_done, windows_total) after each batch (each chunk in parallel).
+    workers: processes on this machine. scheduler: a dask.distributed scheduler address
+    ('tcp://host:port') or Client whose workers score the chunks; the sequences' frames are sent to them.
+    torch_threads: torch threads in each worker (default 1 with workers or a scheduler).
+
+    Every method is scored on the same pixels: those where the radar has data and every method has a
+    forecast (``common_targets``). The result is the same, to the last bit, for any workers or scheduler.
+    Raises NowcastError when no sequence yields a single window.
+    """
+    thresholds = normalize_thresholds(thresholds)
+    _check_parallel(workers, scheduler, torch_threads)
+    if batch_size < 1:
+        raise NowcastError(f"batch size must be at least 1, got {batch_size}")
+    parallel = workers > 1 or scheduler is not None
+    methods, names = _prepare_methods(methods, parallel)
+    window_sets = _window_sets(sequences, n_in, n_out, stride)
+    total = sum(ws.count for _, ws in window_sets)
+    bar = _Progress(progress, total)
+    threads = torch_threads if torch_threads is not None or not parallel else 1
+    if not parallel:
+        tasks = _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names, None)
+        partials = [_score_task(task, methods, bar) for task in tasks]
+    elif scheduler is None:
+        tasks = _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names,
+                      CHUNKS_PER_WORKER * workers, threads)
+        partials = _run_pool(tasks, int(workers), bar)
+    else:
+        owned = isinstance(scheduler, str)
+        client = connect_scheduler(scheduler) if owned else scheduler
+        try:
+            tasks = _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names,
+                          CHUNKS_PER_WORKER * _cluster_slots(client), threads)
+            partials = _run_dask(tasks, client, bar)
+        finally:
+            if owned:
+                client.close()
+    accs, seconds = _merge(partials)
+    return _result(window_sets, n_in, n_out, thresholds, names, accs, seconds)
+
+
+def _result(window_sets, n_in, n_out, thresholds, names, accs, seconds) -> EvaluationResult:
+    total = sum(ws.count for _, ws in window_sets)
     steps = [ws.step_minutes for _, ws in window_sets if ws.count]
     unique_steps = sorted(set(steps))
-    results = {}
-    for name in names:
-        r = accs[name].result()
-        r["seconds_per_window"] = seconds[name] / total
-        results[name] = r
-    return {
-        "windows": total,
-        "skipped_windows": skipped,
-        "too_short_sequences": too_short,
-        "input_frames": n_in,
-        "lead_frames": n_out,
-        # one number when every scored sequence has the same step, else one per scored sequence
-        "time_step_minutes": unique_steps[0] if len(unique_steps) == 1 else steps,
-        "thresholds_dbz": [_plain_number(t) for t in thresholds],
-        "data": [name for name, _ in window_sets],
-        "data_windows": {name: {"windows": ws.count, "skipped_windows": ws.skipped} for name, ws in window_sets},
-        "results": results,
-    }
+    return EvaluationResult(
+        windows=total,
+        skipped_windows=sum(ws.skipped for _, ws in window_sets),
+        too_short_sequences=tuple(name for name, ws in window_sets if ws.too_short),
+        input_frames=n_in,
+        lead_frames=n_out,
+        time_step_minutes=unique_steps[0] if len(unique_steps) == 1 else tuple(steps),
+        thresholds=tuple(thresholds),
+        data=tuple(SequenceWindows(name, ws.count, ws.skipped) for name, ws in window_sets),
+        methods=tuple(MethodResult(name, acc.result(), sec / total) for name, acc, sec in zip(names, accs, seconds)),
+    )
 
 
 def _plain_number(t: float):
     return int(t) if float(t).is_integer() else float(t)
 
 
-def to_json(result: dict, indent: int | None = 2) -> str:
-    """Strict JSON (no NaN/Infinity tokens: undefined scores are null)."""
+def to_json(result, indent: int | None = 2) -> str:
+    """Strict JSON of a result (EvaluationResult, Scores or a plain dict): undefined scores are null."""
     return strict_json.dumps(result, indent=indent)
 
 
-# columns of the table: (header, getter, higher_is_better)
-def _columns(result: dict):
-    keys = [threshold_key(t) for t in result["thresholds_dbz"]]
+# ---------------------------------------------------------------------------------------------
+# table
+
+
+# columns of the table: (header, getter of a MethodResult, higher_is_better)
+def _columns(result: EvaluationResult):
+    keys = [threshold_key(t) for t in result.thresholds]
     mid = keys[len(keys) // 2]  # POD and FAR at the middle threshold keep the table narrow
-    cols = [(f"CSI≥{k}", lambda r, k=k: r["csi"][k], True) for k in keys]
+    cols = [(f"CSI≥{k}", lambda m, k=k: m.scores.at(k).csi, True) for k in keys]
     cols += [
-        (f"POD≥{mid}", lambda r: r["pod"][mid], True),
-        (f"FAR≥{mid}", lambda r: r["far"][mid], False),
-        ("GDL", lambda r: r["gdl"], False),
-        ("MSE", lambda r: r["mse"], False),
-        ("MAE", lambda r: r["mae"], False),
-        ("SSIM", lambda r: r["ssim"], True),
-        ("s/window", lambda r: r["seconds_per_window"], False),
+        (f"POD≥{mid}", lambda m: m.scores.at(mid).pod, True),
+        (f"FAR≥{mid}", lambda m: m.scores.at(mid).far, False),
+        ("GDL", lambda m: m.scores.gdl, False),
+        ("MSE", lambda m: m.scores.mse, False),
+        ("MAE", lambda m: m.scores.mae, False),
+        ("SSIM", lambda m: m.scores.ssim, True),
+        ("s/window", lambda m: m.seconds_per_window, False),
     ]
     return cols
 
@@ -153,29 +498,28 @@ def _value(x):
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def format_table(result: dict, title: str | None = None):
+def format_table(result: EvaluationResult, title: str | None = None):
     """A rich Table: one row per method; CSI at every threshold, POD and FAR at the middle threshold,
     GDL, MSE, MAE (dBZ), SSIM and seconds per window; the best value in each column in bold."""
     from rich.markup import escape
     from rich.table import Table
 
     if title is None:
-        step = result.get("time_step_minutes")
+        step = result.time_step_minutes
         step_txt = f", {step:g} min steps" if isinstance(step, (int, float)) else ""
-        title = (f"{result['windows']} windows ({result['input_frames']} -> {result['lead_frames']} frames"
+        title = (f"{result.windows} windows ({result.input_frames} -> {result.lead_frames} frames"
                  f"{step_txt}); thresholds in dBZ, MSE/MAE in dBZ")
     table = Table(title=title)
     table.add_column("method")
     cols = _columns(result)
     for header, _, _ in cols:
         table.add_column(header, justify="right")
-    rows = list(result["results"].items())
-    values = [[_value(get(r)) for _, get, _ in cols] for _, r in rows]
+    values = [[_value(get(m)) for _, get, _ in cols] for m in result.methods]
     best = []
     for j, (_, _, higher) in enumerate(cols):
         finite = [v[j] for v in values if v[j] is not None]
         best.append((max(finite) if higher else min(finite)) if finite else None)
-    for (name, _), vals in zip(rows, values):
+    for m, vals in zip(result.methods, values):
         cells = []
         for j, v in enumerate(vals):
             if v is None:
@@ -183,6 +527,6 @@ def format_table(result: dict, title: str | None = None):
                 continue
             digits = 2 if cols[j][0] in ("MSE", "MAE") else 4 if cols[j][0] == "s/window" else 3
             text = f"{v:.{digits}f}"
-            cells.append(f"[bold]{text}[/bold]" if len(rows) > 1 and v == best[j] else text)
-        table.add_row(escape(name), *cells)  # a model path may hold [brackets]
+            cells.append(f"[bold]{text}[/bold]" if len(values) > 1 and v == best[j] else text)
+        table.add_row(escape(m.name), *cells)  # a model path may hold [brackets]
     return table

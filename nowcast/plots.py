@@ -535,7 +535,7 @@ def _as_float_list(values) -> np.ndarray:
 
 
 def plot_score_curves(
-    result: dict,
+    result,
     path,
     scores=("csi", "pod", "far"),
     dpi: float = 100,
@@ -543,10 +543,13 @@ def plot_score_curves(
 ) -> Figure:
     """Score against lead time: one row per score, one column per threshold, one line per method.
 
-    ``result`` is the evaluation result: ``result["results"][method][f"{score}_per_lead"]`` is either a
-    dict {threshold: [value per lead]} (categorical scores) or a plain list (e.g. MSE); None is a gap.
-    Lead minutes are (i + 1) * ``result["time_step_minutes"]`` (5 when absent).
+    ``result`` is an ``evaluate.EvaluationResult`` or its JSON layout (``to_dict()``, e.g. a saved
+    ``nowcast evaluate --json`` file): ``["results"][method][f"{score}_per_lead"]`` is either a dict
+    {threshold: [value per lead]} (categorical scores) or a plain list (e.g. MSE); None is a gap.
+    Lead minutes are (i + 1) * ``["time_step_minutes"]`` (5 when absent).
     """
+    if hasattr(result, "to_dict"):  # typed result: read it through the layout a saved JSON file has
+        result = result.to_dict()
     methods = result.get("results") or {}
     if not methods:
         raise NowcastError("the result has no methods to plot")

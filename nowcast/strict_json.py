@@ -6,6 +6,7 @@ The one cleaner for every JSON nowcast writes (evaluation results, training logs
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -14,7 +15,10 @@ import numpy as np
 
 def json_safe(obj):
     """`obj` with NaN and infinities as None, numpy scalars and arrays as Python numbers and lists,
-    tuples as lists and dict keys as strings; anything else unchanged."""
+    tuples as lists, dict keys as strings and typed results (dataclasses with ``to_dict()``, such as
+    nowcast.verify.Scores) as their dicts; anything else unchanged."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and hasattr(obj, "to_dict"):
+        return json_safe(obj.to_dict())
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -53,29 +53,41 @@ def test_extrapolation_beats_persistence_on_moving_blob():
     calls = []
     result = evaluate([("blob", moving_blob())], [Persistence(), Extrapolation()], stride=2,
                       progress=lambda done, total: calls.append((done, total)))
-    assert result["windows"] == 3 and result["skipped_windows"] == 0
+    assert result.windows == 3 and result.skipped_windows == 0
     assert calls[-1] == (3, 3)
-    per, ext = result["results"]["persistence"], result["results"]["extrapolation"]
-    for t in ("30", "40"):
-        assert ext["csi"][t] > per["csi"][t] + 0.3
-    assert ext["mse"] < per["mse"] and ext["ssim"] > per["ssim"]
-    assert ext["seconds_per_window"] > 0 and per["seconds_per_window"] > 0
+    per, ext = result.method("persistence"), result.method("extrapolation")
+    for t in (30, 40):
+        assert ext.scores.at(t).csi > per.scores.at(t).csi + 0.3
+    assert ext.scores.mse < per.scores.mse and ext.scores.ssim > per.scores.ssim
+    assert ext.seconds_per_window > 0 and per.seconds_per_window > 0
 
     loaded = strict_loads(to_json(result))
-    assert loaded["results"]["extrapolation"]["csi"]["30"] == pytest.approx(ext["csi"]["30"])
+    assert loaded["results"]["extrapolation"]["csi"]["30"] == ext.scores.at(30).csi
 
 
 def test_result_layout_and_strict_json_with_nan():
     result = evaluate([("a", moving_blob(16)), ("b", moving_blob(17))], [Persistence(), Shifted()],
                       thresholds=(60, 30, 40), batch_size=1)
-    assert result["windows"] == 2 + 3
-    assert result["thresholds_dbz"] == [30, 40, 60]
-    assert result["input_frames"] == 5 and result["lead_frames"] == 10
-    assert result["time_step_minutes"] == 5.0
-    assert result["data"] == ["a", "b"]
-    assert result["data_windows"] == {"a": {"windows": 2, "skipped_windows": 0},
-                                      "b": {"windows": 3, "skipped_windows": 0}}
-    r = result["results"]["persistence"]
+    assert result.windows == 2 + 3
+    assert result.thresholds == (30.0, 40.0, 60.0)
+    assert result.input_frames == 5 and result.lead_frames == 10
+    assert result.time_step_minutes == 5.0
+    assert [d.name for d in result.data] == ["a", "b"]
+    assert list(result.results) == ["persistence", "shifted"]
+    d = result.to_dict()
+    assert list(d) == ["windows", "skipped_windows", "too_short_sequences", "input_frames", "lead_frames",
+                       "time_step_minutes", "thresholds_dbz", "data", "data_windows", "results"]
+    assert d["thresholds_dbz"] == [30, 40, 60] and d["data"] == ["a", "b"]
+    assert d["data_windows"] == {"a": {"windows": 2, "skipped_windows": 0},
+                                 "b": {"windows": 3, "skipped_windows": 0}}
+    r = d["results"]["persistence"]
+    assert list(r) == ["csi", "csi_per_lead", "pod", "pod_per_lead", "far", "far_per_lead", "bias",
+                       "bias_per_lead", "gdl", "mse", "mae", "ssim", "gdl_per_lead", "mse_per_lead",
+                       "mae_per_lead", "ssim_per_lead", "counts", "counts_per_lead", "valid_pixels",
+                       "nan_observation_pixels", "nan_forecast_pixels", "frames", "empty_observation_frames",
+                       "seconds_per_window"]
+    assert r["counts_per_lead"]["30"]["hits"] == [c.hits for c in result.method("persistence").scores.at(30)
+                                                  .counts_per_lead]
     for key in ("csi", "pod", "far", "bias"):
         assert set(r[key]) == {"30", "40", "60"}
         assert all(len(v) == 10 for v in r[f"{key}_per_lead"].values())
@@ -111,8 +123,8 @@ def test_methods_see_the_same_windows_and_full_frames():
 
 def test_short_sequences_counted_and_zero_windows_is_an_error():
     result = evaluate([("long", moving_blob(15)), ("short", moving_blob(9))], [Persistence()])
-    assert result["windows"] == 1 and result["too_short_sequences"] == ["short"]
-    assert result["data_windows"]["short"]["windows"] == 0
+    assert result.windows == 1 and result.too_short_sequences == ("short",)
+    assert result.to_dict()["data_windows"]["short"]["windows"] == 0
     with pytest.raises(NowcastError, match="short.*15 frames|15 frames.*short"):
         evaluate([("short", moving_blob(9))], [Persistence()])
     with pytest.raises(NowcastError, match="0 complete windows"):
@@ -143,7 +155,7 @@ def test_format_table_bolds_the_best():
     assert {"GDL", "MSE", "MAE", "SSIM"} <= set(headers)
     assert table.row_count == 2
     csi30 = list(table.columns[1].cells)
-    best = 0 if result["results"]["persistence"]["csi"]["30"] > result["results"]["shifted"]["csi"]["30"] else 1
+    best = 0 if result.method("persistence").scores.at(30).csi > result.method("shifted").scores.at(30).csi else 1
     assert csi30[best].startswith("[bold]") and not csi30[1 - best].startswith("[bold]")
     assert list(table.columns[4].cells) == ["–", "–"]  # CSI>=60 undefined
     console = Console(width=200, record=True)

@@ -18,6 +18,11 @@ from radar_files import SHARED_RADAR as RADAR
 from radar_files import needs_shared_radar
 
 
+def exact(scores) -> str:
+    """Every number of a result, NaN included, to the last bit (repr of floats is exact)."""
+    return json.dumps(scores.to_dict())
+
+
 def unit_to_dbz64(u):
     return -10.0 + 80.0 * np.asarray(u, dtype=np.float64)
 
@@ -61,7 +66,7 @@ def test_categorical_scores_match_pysteps(make, seed):
         ref = pysteps_scores(fc, obs, t)
         ours = verify.categorical_scores(verify.contingency(fc, obs, t))
         for ours_key, ref_key in (("csi", "CSI"), ("pod", "POD"), ("far", "FAR"), ("bias", "BIAS")):
-            assert ours[ours_key] == pytest.approx(ref[ref_key], abs=1e-12, nan_ok=True)
+            assert getattr(ours, ours_key) == pytest.approx(ref[ref_key], abs=1e-12, nan_ok=True)
         assert verify.csi(fc, obs, t) == pytest.approx(ref["CSI"], abs=1e-12, nan_ok=True)
         assert verify.pod(fc, obs, t) == pytest.approx(ref["POD"], abs=1e-12, nan_ok=True)
         assert verify.far(fc, obs, t) == pytest.approx(ref["FAR"], abs=1e-12, nan_ok=True)
@@ -72,7 +77,7 @@ def test_threshold_is_inclusive():
     obs = np.array([[30.0, 29.5]])
     fc = np.array([[30.0, 30.0]])
     c = verify.contingency(fc, obs, 30)
-    assert c == {"hits": 1, "misses": 0, "false_alarms": 1, "correct_negatives": 0}
+    assert c == verify.Counts(hits=1, misses=0, false_alarms=1, correct_negatives=0)
 
 
 def test_accumulator_matches_pysteps_per_lead():
@@ -82,11 +87,11 @@ def test_accumulator_matches_pysteps_per_lead():
     r = acc.result()
     for lead in range(3):
         ref = pysteps_scores(fc[:, lead], obs[:, lead], 40)
-        assert r["csi_per_lead"]["40"][lead] == pytest.approx(ref["CSI"], abs=1e-12)
-        assert r["far_per_lead"]["40"][lead] == pytest.approx(ref["FAR"], abs=1e-12)
+        assert r.at(40).per_lead[lead].csi == pytest.approx(ref["CSI"], abs=1e-12)
+        assert r.lead_values("far", 40)[lead] == pytest.approx(ref["FAR"], abs=1e-12)
     ref = pysteps_scores(fc, obs, 30)
-    assert r["csi"]["30"] == pytest.approx(ref["CSI"], abs=1e-12)
-    assert r["pod"]["30"] == pytest.approx(ref["POD"], abs=1e-12)
+    assert r.at(30).csi == pytest.approx(ref["CSI"], abs=1e-12)
+    assert r.at("30").pod == pytest.approx(ref["POD"], abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,12 +107,12 @@ def test_nan_pixels_are_left_out_hand_counted():
     # valid (both finite): (0,0) hit, (0,1) miss, (0,2) false alarm, (1,1) correct negative, (1,3) hit
     # left out: (0,3) and (1,0) obs NaN; (1,2) forecast NaN
     c = verify.contingency(fc, obs, 30)
-    assert c == {"hits": 2, "misses": 1, "false_alarms": 1, "correct_negatives": 1}
+    assert c == verify.Counts(hits=2, misses=1, false_alarms=1, correct_negatives=1)
     s = verify.categorical_scores(c)
-    assert s["csi"] == pytest.approx(2 / 4)
-    assert s["pod"] == pytest.approx(2 / 3)
-    assert s["far"] == pytest.approx(1 / 3)
-    assert s["bias"] == pytest.approx(3 / 3)
+    assert s.csi == pytest.approx(2 / 4)
+    assert s.pod == pytest.approx(2 / 3)
+    assert s.far == pytest.approx(1 / 3)
+    assert s.bias == pytest.approx(3 / 3)
     # MSE / MAE on the five valid pixels: errors 0, -15, 15, 0, 5
     assert verify.mse(fc, obs) == pytest.approx((0 + 225 + 225 + 0 + 25) / 5)
     assert verify.mae(fc, obs) == pytest.approx((0 + 15 + 15 + 0 + 5) / 5)
@@ -115,10 +120,10 @@ def test_nan_pixels_are_left_out_hand_counted():
     acc = verify.ScoreAccumulator([30], n_leads=1)
     acc.update(fc[None], obs[None])
     r = acc.result()
-    assert r["counts"]["30"] == c
-    assert r["valid_pixels"] == 5
-    assert r["nan_observation_pixels"] == 2
-    assert r["nan_forecast_pixels"] == 1
+    assert r.at(30).counts == c
+    assert r.valid_pixels == 5
+    assert r.nan_observation_pixels == 2
+    assert r.nan_forecast_pixels == 1
 
 
 def test_all_nan_observations_excluded_and_counted():
@@ -128,15 +133,15 @@ def test_all_nan_observations_excluded_and_counted():
     acc = verify.ScoreAccumulator((30, 40, 50), n_leads=2)
     acc.update(fc, obs)
     r = acc.result()
-    assert r["nan_observation_pixels"] == 256
-    assert r["empty_observation_frames"] == 1
-    assert r["frames"] == 2
-    assert math.isnan(r["csi_per_lead"]["30"][0])
-    assert r["csi_per_lead"]["30"][1] == 1.0
-    assert r["csi"]["30"] == 1.0  # the empty lead adds nothing to the pooled counts
-    assert math.isnan(r["mse_per_lead"][0]) and r["mse_per_lead"][1] == pytest.approx(25.0)
-    assert math.isnan(r["ssim_per_lead"][0]) and math.isnan(r["gdl_per_lead"][0])
-    assert np.isfinite(r["ssim"]) and np.isfinite(r["gdl"])
+    assert r.nan_observation_pixels == 256
+    assert r.empty_observation_frames == 1
+    assert r.frames == 2
+    assert math.isnan(r.at(30).per_lead[0].csi)
+    assert r.at(30).per_lead[1].csi == 1.0
+    assert r.at(30).csi == 1.0  # the empty lead adds nothing to the pooled counts
+    assert math.isnan(r.per_lead[0].mse) and r.per_lead[1].mse == pytest.approx(25.0)
+    assert math.isnan(r.per_lead[0].ssim) and math.isnan(r.per_lead[0].gdl)
+    assert np.isfinite(r.ssim) and np.isfinite(r.gdl)
     assert math.isnan(verify.ssim(fc[:1], obs[:1]))
     assert math.isnan(verify.mse(fc[:1], obs[:1]))
 
@@ -145,12 +150,12 @@ def test_no_events_give_nan_not_zero_and_null_in_json():
     fc = np.full((3, 12, 12), 5.0)
     obs = np.full((3, 12, 12), 10.0)
     s = verify.categorical_scores(verify.contingency(fc, obs, 30))
-    assert all(math.isnan(s[k]) for k in ("csi", "pod", "far", "bias"))
+    assert all(math.isnan(getattr(s, k)) for k in ("csi", "pod", "far", "bias"))
     acc = verify.ScoreAccumulator((30,), n_leads=3)
     acc.update(fc, obs)
     r = acc.result()
-    assert math.isnan(r["csi"]["30"])
-    assert r["counts"]["30"]["correct_negatives"] == 3 * 144
+    assert math.isnan(r.at(30).csi)
+    assert r.at(30).counts.correct_negatives == 3 * 144
     from nowcast.evaluate import to_json
 
     text = to_json(r)
@@ -162,8 +167,8 @@ def test_forecast_events_without_observed_events():
     fc = np.full((1, 12, 12), 45.0)
     obs = np.full((1, 12, 12), 10.0)
     s = verify.categorical_scores(verify.contingency(fc, obs, 30))
-    assert s["csi"] == 0.0 and s["far"] == 1.0
-    assert math.isnan(s["pod"]) and math.isnan(s["bias"])
+    assert s.csi == 0.0 and s.far == 1.0
+    assert math.isnan(s.pod) and math.isnan(s.bias)
 
 
 def test_thresholds_any_order_reported_sorted():
@@ -174,10 +179,12 @@ def test_thresholds_any_order_reported_sorted():
     b.update(fc, obs)
     assert a.thresholds == (30.0, 40.0, 50.0)
     ra, rb = a.result(), b.result()
-    assert list(ra["csi"]) == ["30", "40", "50"]
-    assert json.dumps(ra) == json.dumps(rb)
+    assert ra.thresholds == (30.0, 40.0, 50.0) and list(ra.to_dict()["csi"]) == ["30", "40", "50"]
+    assert json.dumps(ra.to_dict()) == json.dumps(rb.to_dict())
     c = verify.ScoreAccumulator([32.5], n_leads=2)
-    assert list(c.result()["csi"]) == ["32.5"]
+    assert list(c.result().to_dict()["csi"]) == ["32.5"] and c.result().at(32.5).key == "32.5"
+    with pytest.raises(ValueError):
+        c.result().at(30)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,31 +205,84 @@ def test_pooled_csi_over_batches_equals_csi_over_concatenation():
     whole.update(np.concatenate([fc1, fc2]), np.concatenate([obs1, obs2]))
     rb, rw = batched.result(), whole.result()
     for t in ("30", "40", "50"):
-        assert rb["csi"][t] == rw["csi"][t]
-        assert rb["csi_per_lead"][t] == rw["csi_per_lead"][t]
-        assert rb["counts"][t] == rw["counts"][t]
         # pooled over everything = the ratio of the summed counts, not a mean of per-batch CSI
         c = verify.contingency(np.concatenate([fc1, fc2]), np.concatenate([obs1, obs2]), float(t))
-        assert rw["csi"][t] == pytest.approx(verify.categorical_scores(c)["csi"], abs=1e-15)
-    for k in ("mse", "mae", "gdl", "ssim"):
-        assert rb[k] == pytest.approx(rw[k], rel=1e-12)
+        assert rw.at(t).counts == c
+        assert rw.at(t).csi == verify.categorical_scores(c).csi
+    # counts are integers and float sums exact: batching changes nothing, to the last bit
+    assert exact(rb) == exact(rw)
 
-    # merge() of two accumulators = one accumulator that saw both batches
-    m1 = verify.ScoreAccumulator(n_leads=10)
-    m1.update(fc1, obs1)
-    m2 = verify.ScoreAccumulator(n_leads=10)
-    m2.update(fc2, obs2)
-    rm = m1.merge(m2).result()
-    assert rm["counts"] == rb["counts"] and rm["mse"] == pytest.approx(rb["mse"], rel=1e-12)
+    # merge() of two accumulators = one accumulator that saw both batches, in either order
+    def filled(fc, obs):
+        return verify.ScoreAccumulator(n_leads=10).update(fc, obs)
+
+    assert exact(filled(fc1, obs1).merge(filled(fc2, obs2)).result()) == exact(rw)
+    assert exact(filled(fc2, obs2).merge(filled(fc1, obs1)).result()) == exact(rw)
+    m1 = filled(fc1, obs1)
     with pytest.raises(ValueError):
         m1.merge(verify.ScoreAccumulator((30,), n_leads=10))
+    with pytest.raises(ValueError):
+        m1.merge(verify.ScoreAccumulator(n_leads=9))
+    with pytest.raises(ValueError):
+        m1.merge(verify.ErrorAccumulator(n_leads=10))
+
+
+def test_exact_sums_are_order_free_and_rounded_once():
+    from fractions import Fraction
+
+    terms = [1e16, 1.0, -1e16, 3.0, 1e-300, 0.1, 0.2, -0.3, 2.5e-308]
+    forward, backward, halves = verify.ExactSums(1), verify.ExactSums(1), verify.ExactSums(1)
+    forward.add(0, terms)
+    backward.add(0, terms[::-1])
+    halves.add(0, terms[:4])
+    rest = verify.ExactSums(1)
+    rest.add(0, terms[4:])
+    halves.merge(rest)
+    exact_mean = float(sum(Fraction(t) for t in terms) / 7)  # the true mean, rounded once
+    assert forward.mean(7) == backward.mean(7) == halves.mean(7) == exact_mean
+    assert sum(terms) / 7 != exact_mean  # a float running sum would have lost the 1.0 and the 3.0
+    assert math.isnan(forward.mean(0))
+    forward.add(0, [np.inf])
+    assert forward.mean(3) == np.inf
+    forward.add(0, [-np.inf])
+    assert math.isnan(forward.mean(3))
+    big = verify.ExactSums(1)
+    big.add(0, [1.7e308, 1.7e308])
+    assert big.mean(1) == np.inf  # overflows like a float sum, without an exception
+
+
+def test_accumulators_pickle_and_merge_across_processes_unchanged():
+    import pickle
+
+    fc, obs = (a.reshape(6, 3, 24, 24) for a in smooth_fields(8, shape=(18, 24, 24)))
+    fc[1, :, :5] = np.nan
+    parts = [pickle.loads(pickle.dumps(verify.ScoreAccumulator((20, 30), n_leads=3).update(fc[i:i + 2], obs[i:i + 2])))
+             for i in range(0, 6, 2)]
+    whole = verify.ScoreAccumulator((20, 30), n_leads=3).update(fc, obs)
+    merged = parts[2].merge(parts[0]).merge(parts[1])
+    assert exact(merged.result()) == exact(whole.result())
+    assert merged.result().frames == 18
+
+
+def test_one_shot_scores_are_the_accumulator_of_one_lead():
+    fc, obs = random_fields(9, shape=(3, 2, 20, 20))
+    fc[0, 0, :3] = np.nan
+    acc = verify.ScoreAccumulator([30], n_leads=1).update(fc.reshape(-1, 1, 20, 20), obs.reshape(-1, 1, 20, 20))
+    r = acc.result()
+    assert verify.contingency(fc, obs, 30) == r.at(30).counts
+    assert verify.csi(fc, obs, 30) == r.at(30).csi
+    for name in ("mse", "mae", "gdl", "ssim"):
+        assert getattr(verify, name)(fc, obs) == getattr(r, name)
+    assert r.lead_values("mse") == (r.mse,)
+    with pytest.raises(ValueError):
+        r.lead_values("csi")  # a categorical score needs its threshold
 
 
 def test_accumulator_accepts_single_window_and_rejects_wrong_leads():
     fc, obs = random_fields(4, shape=(10, 16, 16))
     acc = verify.ScoreAccumulator(n_leads=10)
     acc.update(fc, obs)
-    assert acc.result()["frames"] == 10
+    assert acc.result().frames == 10
     with pytest.raises(ValueError):
         acc.update(fc[:5], obs[:5])
     with pytest.raises(ValueError):
@@ -237,9 +297,9 @@ def test_counts_partition_valid_pixels(seed, threshold, nan_fraction):
     fc = np.round(rng.uniform(-10, 65, (2, 9, 7)) * 2) / 2
     obs[rng.random(obs.shape) < nan_fraction] = np.nan
     c = verify.contingency(fc, obs, threshold)
-    assert all(v >= 0 for v in c.values())
-    assert sum(c.values()) == np.isfinite(obs).sum()
-    assert c["hits"] + c["misses"] == np.sum(obs >= threshold)
+    assert all(v >= 0 for v in c.as_tuple())
+    assert c.total == np.isfinite(obs).sum()
+    assert c.hits + c.misses == np.sum(obs >= threshold)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +314,7 @@ def test_torch_and_numpy_inputs_agree():
     a.update(fc, obs)
     b = verify.ScoreAccumulator(n_leads=10)
     b.update(torch.from_numpy(fc), torch.from_numpy(obs).requires_grad_(False))
-    assert json.dumps(a.result()) == json.dumps(b.result())
+    assert exact(a.result()) == exact(b.result())
     f32, o32 = torch.from_numpy(fc).float(), torch.from_numpy(obs).float()
     assert verify.csi(f32, o32, 30) == verify.csi(fc.astype(np.float32), obs.astype(np.float32), 30)
     assert verify.ssim(f32, o32) == pytest.approx(verify.ssim(fc, obs), abs=1e-6)
@@ -357,4 +417,4 @@ def test_real_radar_frame_matches_pysteps():
         ours = verify.categorical_scores(verify.contingency(fc, obs, t))  # NaN left out by us
         ref = pysteps_scores(fc[valid], obs[valid], t)  # pysteps only sees valid pixels
         for k, rk in (("csi", "CSI"), ("pod", "POD"), ("far", "FAR")):
-            assert ours[k] == pytest.approx(ref[rk], abs=1e-12)
+            assert getattr(ours, k) == pytest.approx(ref[rk], abs=1e-12)

@@ -16,7 +16,8 @@ DEFAULT_MODEL = "default"
 
 @app.command(epilog="Examples:\n\n  nowcast evaluate archive/*.nc --baseline persistence "
                     "--baseline extrapolation --json scores.json --plot csi.png\n\n"
-                    "  nowcast evaluate archive/*.nc --model default --model runs/my-model/best.safetensors")
+                    "  nowcast evaluate archive/*.nc --model default --model runs/my-model/best.safetensors\n\n"
+                    "  nowcast evaluate archive/*.nc --baseline extrapolation --workers 4")
 def evaluate(
     data: List[Path] = typer.Argument(..., metavar="DATA", hidden=True, help="Radar files; each file (or glob) is one sequence."),
     model: Optional[List[str]] = typer.Option(None, "--model", metavar="NAME_OR_FILE",
@@ -30,6 +31,11 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", metavar="FILE.json", help="Write the scores as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE.png",
                                         help="Draw CSI/POD/FAR against lead time (PNG, PDF, SVG)."),
+    workers: int = typer.Option(1, "--workers", min=1, metavar="N",
+                                help="Score on N processes of this machine (the scores are identical)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
+                                            help="Score on a dask.distributed cluster (tcp://host:port); needs "
+                                                 "nowcast[cluster], and workers that can read the model files."),
     prob_match: bool = PROB_MATCH,
     variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
     offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
@@ -40,29 +46,31 @@ def evaluate(
     DATA: radar files; each file (or quoted glob of per-frame files) is one sequence.
 
     Without --model or --baseline: the default method and persistence.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    --workers N or --scheduler ADDRESS split the windows between processes; each builds its own methods
+    and the merged scores equal those of one process exactly.
+    """
     from ..atomic import atomic_write_text
-    from ..evaluate import evaluate as run_evaluation, format_table, to_json
+    from ..evaluate import format_table, to_json
 
     check_suffix(json_out, "--json", (".json",), "JSON")
     check_picture_path(plot, "--plot")
     check_outputs([json_out, plot], overwrite)
+    if scheduler is not None and workers > 1:
+        raise NowcastError("give --workers or --scheduler, not both: with --scheduler the cluster's workers score")
     thr = _thresholds(thresholds)
     specs = _method_specs(model, baseline)
     _check_specs(specs, precision, prob_match)
-    sequences = [(str(path), _open([path], variable, units, scale, offset, select, reduce)) for path in data]
-    methods = _load_methods(specs, model, device, precision, prob_match)
-    with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
-                  TimeRemainingColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("windows", total=None)
-
-        def progress(done, total):
-            bar.update(task, completed=done, total=total)
-
-        result = run_evaluation(sequences, methods, thresholds=thr, n_in=input_frames, n_out=lead_frames,
-                                stride=stride, progress=progress)
+    client = _connect(scheduler)  # an unreachable scheduler is refused before any file is read
+    try:
+        sequences = [(str(path), _open([path], variable, units, scale, offset, select, reduce)) for path in data]
+        methods = _load_methods(specs, model, device, precision, prob_match)
+        if workers > 1 or client is not None:
+            methods = _portable_specs(specs, methods, device, precision, prob_match)
+        result = _run(sequences, methods, thr, input_frames, lead_frames, stride, workers, client)
+    finally:
+        if client is not None:
+            client.close()
     out.print(format_table(result))
     if json_out is not None:
         atomic_write_text(json_out, to_json(result), overwrite=overwrite)
@@ -72,6 +80,44 @@ def evaluate(
 
         plot_score_curves(result, plot)
         say(f"wrote {plot}")
+
+
+def _run(sequences, methods, thresholds, n_in, n_out, stride, workers, client):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..evaluate import evaluate as run_evaluation
+
+    with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+                  TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("windows", total=None)
+
+        def progress(done, total):
+            bar.update(task, completed=done, total=total)
+
+        return run_evaluation(sequences, methods, thresholds=thresholds, n_in=n_in, n_out=n_out, stride=stride,
+                              progress=progress, workers=workers, scheduler=client)
+
+
+def _connect(address: str | None):
+    if address is None:
+        return None
+    from ..evaluate import connect_scheduler
+
+    return connect_scheduler(address)
+
+
+def _portable_specs(specs, methods, device: str, precision: str, prob_match: bool) -> list:
+    """The loaded methods as recipes each worker builds for itself, under the names they have here
+    (a checkpoint file by its absolute path: workers may run elsewhere)."""
+    from ..evaluate import MethodSpec
+
+    recipes = []
+    for (spec, model), method in zip(specs, methods):
+        if model is not None and Path(model).is_file():
+            model = str(Path(model).resolve())
+        recipes.append(MethodSpec(spec, model, device=device, precision=precision if spec == "model" else "fp32",
+                                  prob_match=prob_match, name=method.name))
+    return recipes
 
 
 def _thresholds(text: str) -> list[float]:

@@ -7,30 +7,30 @@ import warnings
 import torch
 
 from ..errors import NowcastError
-from ..evaluate import evaluate
+from ..evaluate import EvaluationResult, evaluate
 from ..forecast import ModelForecaster
 from ..methods import get_method
+from ..verify import Scores
 from .config import TrainConfig
 from .objectives import metric_value
 
 
-def _evaluate(val_seqs, methods, config: TrainConfig) -> dict:
+def _evaluate(val_seqs, methods, config: TrainConfig) -> EvaluationResult:
     v = config.validation
     return evaluate(val_seqs, methods, thresholds=v.thresholds, n_in=config.model.input_frames,
                     n_out=config.model.output_frames, stride=v.stride, batch_size=v.batch_size)
 
 
-def summarize(result: dict, windows: int, terms) -> dict:
-    """One method's evaluate() result as flat scores: metric, csiT, podT, farT, gdl, mse, mae, ssim."""
-    scores = {"metric": metric_value({k: result[k] for k in ("csi", "pod", "far", "gdl", "mse", "mae", "ssim")},
-                                     terms),
-              "windows": int(windows)}
-    for name in ("csi", "pod", "far"):
-        for key, v in result[name].items():
-            scores[f"{name}{key}"] = float(v)
-    for name in ("gdl", "mse", "mae", "ssim"):
-        scores[name] = float(result[name])
-    return scores
+def summarize(scores: Scores, windows: int, terms) -> dict:
+    """One method's scores as the flat log row: metric, csiT, podT, farT, gdl, mse, mae, ssim, windows."""
+    pooled = {name: {t.key: getattr(t, name) for t in scores.categorical} for name in ("csi", "pod", "far")}
+    continuous = {name: getattr(scores, name) for name in ("gdl", "mse", "mae", "ssim")}
+    row = {"metric": metric_value({**pooled, **continuous}, terms), "windows": int(windows)}
+    for name, by_threshold in pooled.items():
+        for key, v in by_threshold.items():
+            row[f"{name}{key}"] = float(v)
+    row.update(continuous)
+    return row
 
 
 def validate_model(model, model_config, val_seqs, config: TrainConfig, device, terms) -> dict:
@@ -43,7 +43,7 @@ def validate_model(model, model_config, val_seqs, config: TrainConfig, device, t
             res = _evaluate(val_seqs, [forecaster], config)
     finally:
         model.train(was_training)
-    return summarize(res["results"][forecaster.name], res["windows"], terms)
+    return summarize(res.method(forecaster.name).scores, res.windows, terms)
 
 
 def score_baselines(val_seqs, config: TrainConfig, terms) -> tuple[dict, list[str]]:
@@ -67,4 +67,4 @@ def score_baselines(val_seqs, config: TrainConfig, terms) -> tuple[dict, list[st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pysteps' motion warnings on dry windows say nothing here
         res = _evaluate(val_seqs, methods, config)
-    return {m.name: summarize(res["results"][m.name], res["windows"], terms) for m in methods}, notes
+    return {m.name: summarize(res.method(m.name).scores, res.windows, terms) for m in methods}, notes

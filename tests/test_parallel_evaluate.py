@@ -1,0 +1,194 @@
+"""evaluate() split over processes (workers=N) or a dask cluster gives the one-process scores exactly."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import socket
+import sys
+
+import numpy as np
+import pytest
+
+from nowcast import evaluate as ev
+from nowcast import synthetic
+from nowcast.errors import NowcastError
+from nowcast.evaluate import MethodSpec, evaluate
+
+
+class EdgeShifted:
+    """The last frame moved one pixel right, with no forecast on the inflow column (like an advecting
+    method): common_targets then drops pixels for every method. Module level, so it pickles."""
+
+    name = "shifted"
+
+    def __call__(self, inputs, n_out):
+        fc = np.roll(inputs[:, -1:], 1, axis=-1)
+        fc[..., 0] = np.nan
+        return np.repeat(fc, n_out, axis=1)
+
+
+@functools.lru_cache(maxsize=1)
+def archive():
+    """Two small synthetic sequences; the second has a gap in time, so some windows are skipped.
+    Made once (nothing changes them)."""
+    a = synthetic.generate(n_frames=21, height=40, width=44, seed=11)
+    b = synthetic.generate(n_frames=24, height=40, width=44, seed=12, motion="uniform")
+    b = b.drop_isel(time=[9])  # a missing frame: the windows across it are skipped
+    return [("a", a), ("b", b)]
+
+
+def scores_only(result) -> str:
+    """The whole result but the timings, every float to the last bit."""
+    d = result.to_dict()
+    for r in d["results"].values():
+        r.pop("seconds_per_window")
+    return json.dumps(d)
+
+
+METHODS = ["persistence", EdgeShifted()]
+KW = dict(thresholds=(20, 30, 45), n_in=4, n_out=5, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def one_process():
+    return evaluate(archive(), METHODS, **KW)
+
+
+def test_any_split_of_the_windows_merges_to_the_one_process_result(one_process):
+    # the chunks workers get, scored here: each chunk holds whole batches, merged in chunk order
+    seqs = archive()
+    window_sets = ev._window_sets(seqs, KW["n_in"], KW["n_out"], 1)
+    methods, names = ev._prepare_methods(METHODS, parallel=False)
+    assert one_process.skipped_windows > 0
+    for chunks in (2, 5, 100):
+        tasks = ev._plan(window_sets, KW["n_in"], KW["n_out"], KW["batch_size"], (20.0, 30.0, 45.0),
+                         methods, names, chunks)
+        assert len(tasks) > len(seqs)
+        assert all(len(t.starts) % KW["batch_size"] == 0 for t in tasks[:-1] if t.data_name == tasks[-1].data_name)
+        partials = [ev._score_task(t, methods) for t in tasks]
+        accs, _ = ev._merge(list(reversed(partials)))  # even out of order: sums are exact
+        merged = [a.result().to_dict() for a in accs]
+        assert json.dumps(merged) == json.dumps([m.scores.to_dict() for m in one_process.methods])
+
+
+def test_two_worker_processes_equal_one_process_exactly(one_process):
+    calls = []
+    two = evaluate(archive(), METHODS, **KW, workers=2, progress=lambda d, t: calls.append((d, t)))
+    assert scores_only(two) == scores_only(one_process)
+    assert calls[-1] == (one_process.windows, one_process.windows)
+    assert [m.name for m in two.methods] == ["persistence", "shifted"]
+    assert all(m.seconds_per_window > 0 for m in two.methods)
+
+
+def test_dask_local_cluster_equals_one_process_exactly(one_process):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        on_client = evaluate(archive(), METHODS, **KW, scheduler=client)
+        by_address = evaluate(archive(), METHODS, **KW, scheduler=cluster.scheduler_address)
+        assert client.status == "running"  # a Client handed in is left open for its owner
+    assert scores_only(on_client) == scores_only(one_process)
+    assert scores_only(by_address) == scores_only(one_process)
+
+
+def test_bad_parallel_settings_are_refused():
+    seqs = archive()[:1]
+    for workers in (0, -2, 1.5, True):
+        with pytest.raises(NowcastError, match="workers"):
+            evaluate(seqs, ["persistence"], workers=workers)
+    with pytest.raises(NowcastError, match="not both"):
+        evaluate(seqs, ["persistence"], workers=2, scheduler="tcp://127.0.0.1:1")
+
+    class Local:  # defined in a function: cannot be pickled to a worker
+        name = "local"
+
+        def __call__(self, inputs, n_out):
+            return inputs[:, -1:].repeat(n_out, axis=1)
+
+    with pytest.raises(NowcastError, match="local cannot be sent.*MethodSpec"):
+        evaluate(seqs, [Local()], workers=2)
+
+
+def test_method_specs_build_where_they_run():
+    spec = MethodSpec("persistence", name="last frame")
+    method = spec.build()
+    assert method.name == "last frame"
+    methods, names = ev._prepare_methods(["persistence", spec], parallel=True)
+    assert names == ["persistence", "last frame"]
+    assert methods == [MethodSpec("persistence", name="persistence"), spec]  # named, so workers agree
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def radar_file(tmp_path):
+    path = tmp_path / "radar.nc"
+    synthetic.write_netcdf(archive()[0][1], path)
+    return path
+
+
+def test_cli_refuses_bad_workers_and_scheduler(radar_file, capsys, monkeypatch):
+    from nowcast.cli import main
+
+    base = ["evaluate", str(radar_file), "--baseline", "persistence"]
+    assert main(base + ["--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    assert main(base + ["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+    monkeypatch.setattr(ev, "SCHEDULER_TIMEOUT_S", 2.0)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    if _has_distributed():
+        assert main(base + ["--scheduler", address]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot reach the dask scheduler at {address}" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask.distributed were not installed
+    assert main(base + ["--scheduler", address]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'nowcast[cluster]'" in err and len(err.strip().splitlines()) == 1
+
+
+def _has_distributed() -> bool:
+    return importlib.util.find_spec("distributed") is not None
+
+
+def _cli_scores(radar_file, out, workers: str, baselines=("persistence",)) -> dict:
+    from nowcast.cli import main
+
+    rc = main(["evaluate", str(radar_file), *(a for b in baselines for a in ("--baseline", b)),
+               "--lead-frames", "4", "--thresholds", "20,30", "--workers", workers, "--json", str(out)])
+    assert rc == 0
+    d = json.loads(out.read_text())
+    for r in d["results"].values():
+        r.pop("seconds_per_window")
+    return d
+
+
+def test_cli_workers_send_method_specs_that_workers_build(radar_file, tmp_path, monkeypatch):
+    sent = []
+
+    def in_this_process(tasks, workers, progress):  # the worker entry point, without spawning
+        sent.extend(tasks)
+        return [ev._run_task(t) for t in tasks]
+
+    monkeypatch.setattr(ev, "_run_pool", in_this_process)
+    monkeypatch.setattr(ev, "_BUILT", {})
+    parallel = _cli_scores(radar_file, tmp_path / "two.json", "2")
+    assert {m for t in sent for m in t.methods} == {MethodSpec("persistence", name="persistence")}
+    assert len(sent) > 1 and set(ev._BUILT) == set(sent[0].methods)  # built once, reused by every chunk
+    assert parallel == _cli_scores(radar_file, tmp_path / "one.json", "1")
+    assert parallel["windows"] == 21 - 5 - 4 + 1
+
+
+@pytest.mark.slow
+def test_cli_workers_write_the_same_scores(radar_file, tmp_path):
+    pytest.importorskip("pysteps")
+    both = ("persistence", "extrapolation")
+    assert _cli_scores(radar_file, tmp_path / "two.json", "2", both) == \
+        _cli_scores(radar_file, tmp_path / "one.json", "1", both)
