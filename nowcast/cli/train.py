@@ -113,8 +113,10 @@ OPTIONS = (
     Opt(("--synthetic-frames",), "synthetic.frames", int, "Frames per synthetic sequence."),
     Opt(("--synthetic-size",), "synthetic.size", int, "Synthetic grid size (pixels)."),
     # model
-    Opt(("--backbone",), "model.backbone", Backbone, "Recurrent block."),
-    Opt(("--motion/--no-motion",), "model.motion", bool, "MotionGRU + Motion Highway on or off (needs 2+ layers)."),
+    Opt(("--backbone",), "model.backbone", Backbone, "Recurrent block, or a stand-alone baseline (trajgru, "
+                                                     "convttlstm: no motion; --layers counts their levels/blocks)."),
+    Opt(("--motion/--no-motion",), "model.motion", bool, "MotionGRU + Motion Highway on or off (needs 2+ layers; "
+                                                         "off for stand-alone backbones)."),
     Opt(("--layers",), "model.num_layers", int, "Recurrent layers."),
     Opt(("--hidden",), "model.hidden", int, "Hidden channels per layer."),
     Opt(("--kernel",), "model.kernel_size", int, "Convolution kernel size (odd)."),

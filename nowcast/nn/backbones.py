@@ -22,7 +22,10 @@ RECURRENT: dict[str, tuple[str, str]] = {
     "e3d": ("e3d", "E3DBlock"),
 }
 
-STANDALONE: dict[str, tuple[str, str]] = {}
+STANDALONE: dict[str, tuple[str, str]] = {
+    "trajgru": ("trajgru", "TrajGRU"),
+    "convttlstm": ("convttlstm", "ConvTTLSTM"),
+}
 
 
 def names() -> list[str]:

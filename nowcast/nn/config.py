@@ -78,6 +78,8 @@ class ModelConfig:
         if backbones.is_standalone(self.backbone) and (self.motion or self.highway):
             bad(f"backbone {self.backbone} has no MotionRNN form (the paper uses it as a baseline only); "
                 "turn motion and highway off (--no-motion)")
+        if backbones.is_standalone(self.backbone) and self.layer_norm is True:
+            bad(f"backbone {self.backbone} has no layer norm (nor has the reference network); turn layer_norm off")
         for name in ("motion", "highway", "trend", "transient", "layer_norm", "residual"):
             if not isinstance(getattr(self, name), bool):
                 bad(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -94,9 +96,11 @@ class ModelConfig:
         hs = self.hidden_list
         if any(h < 1 for h in hs):
             bad(f"hidden sizes must be positive, got {self.hidden!r}")
-        if len(set(hs)) > 1 and (self.backbone == "predrnn" or self.highway or self.motion):
+        zigzag = not backbones.is_standalone(self.backbone) and backbones.block_class(self.backbone).uses_memory
+        if len(set(hs)) > 1 and (zigzag or self.highway or self.motion):
             # the zigzag memory, the highway and the MotionGRU hand tensors between layers
-            bad("different hidden sizes per layer only work for convlstm without highway and motion")
+            bad("different hidden sizes per layer only work for convlstm without highway and motion, and for "
+                f"the stand-alone networks ({', '.join(backbones.STANDALONE)})")
         if self.motion and hs[0] < 4:
             bad("MotionGRU needs at least 4 hidden channels (its encoder uses hidden/4)")
         if self.frame not in FRAMES:

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..data import SamplerConfig, parse_time_range
 from ..errors import NowcastError
+from ..nn import backbones
 from ..nn.config import ModelConfig
 from ..runtime import normalize_precision
 from .objectives import LOSSES, LR_SCHEDULES, parse_metric
@@ -226,6 +227,10 @@ class TrainConfig:
                 section, name = dotted.split(".", 1)
                 by_section.setdefault(section, {})[name] = tuple(v) if dotted in _TUPLES else v
         model = by_section.get("model", {})
+        if "motion" not in model and backbones.is_standalone(model.get("backbone", self.model.backbone)):
+            # a stand-alone network (TrajGRU, Conv-TT-LSTM) has no MotionRNN form: motion is off unless
+            # asked for, and then ModelConfig refuses it with the backbone's name
+            model["motion"] = False
         if "motion" in model and "highway" not in model:
             # motion off means the plain backbone: the Motion Highway goes with the MotionGRU
             model["highway"] = bool(model["motion"])
