@@ -5,6 +5,9 @@ sequence, cropped to a square, optionally coarsened, rotated and flipped. The ne
 on its [0, 1] scale with no data filled by the floor; the loss gets a validity mask so that no-data
 pixels never count (DESIGN.md).
 
+A lazily read archive (`nowcast.radar.open_radar` with ``lazy``) is sampled from disk: each draw reads
+only its window's frames (`LazyFrames`), and the draws are the same as from the archive held in memory.
+
 The sampler owns its numpy Generator, so the sample stream is a function of the seed alone, and
 ``state_dict()/load_state_dict()`` let a resumed training run continue the exact same stream.
 """
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import timeaxis
+from .archive import is_lazy
 from .errors import NowcastError
 from .units import apply_floor, dbz_to_unit
 
@@ -25,16 +29,38 @@ from .units import apply_floor, dbz_to_unit
 # sequences
 
 
+class LazyFrames:
+    """The (T, H, W) frames of a lazily read sequence (`nowcast.archive`), read when sliced.
+
+    Slicing gives what slicing the eager array gives: float32 dBZ with the floor applied; only the
+    frames the slice needs are read, so a sampler over a season's archive holds one window at a time.
+    """
+
+    def __init__(self, data):
+        self.data = data
+        self.shape = tuple(int(s) for s in data.shape)
+        self.ndim = 3
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        arr = np.asarray(self.data[key].values)
+        return np.ascontiguousarray(apply_floor(arr.astype(np.float32)), dtype=np.float32)
+
+
 @dataclass
 class SeqData:
-    """One sequence as a float32 dBZ array (T, H, W) with NaN = no data, and its contiguous runs.
+    """One sequence as float32 dBZ frames (T, H, W) with NaN = no data, and its contiguous runs.
 
+    ``frames`` is an array, or `LazyFrames` for a lazily read archive (sliced the same way).
     ``segment[t]`` numbers the runs of frames with the regular time step: a window is valid only
     when all its frames lie in one run (no time gap inside).
     """
 
     name: str
-    frames: np.ndarray
+    frames: np.ndarray | LazyFrames
     segment: np.ndarray
 
     @property
@@ -56,13 +82,20 @@ def time_segments(times) -> np.ndarray | None:
 
 
 def as_seqdata(name: str, data) -> SeqData:
-    """SeqData from a DataArray (time, y, x) in dBZ, or from a plain (T, H, W) array."""
+    """SeqData from a DataArray (time, y, x) in dBZ, or from a plain (T, H, W) array.
+
+    A DataArray whose data are not in memory (a lazily read archive) stays on disk: `LazyFrames`.
+    """
     times = None
-    if hasattr(data, "dims") and hasattr(data, "values"):
+    # a DataArray: `hasattr(data, "values")` would read a lazy archive whole, so ask for `variable`
+    if hasattr(data, "dims") and hasattr(data, "variable"):
         if data.ndim != 3:
             raise NowcastError(f"sequence {name!r} must be (time, y, x), got dims {tuple(data.dims)}")
         if "time" in data.coords:
             times = data["time"].values
+        if is_lazy(data):
+            seg = time_segments(times)
+            return SeqData(str(name), LazyFrames(data), np.zeros(data.shape[0], np.int64) if seg is None else seg)
         arr = data.values
     else:
         arr = np.asarray(data)

@@ -5,6 +5,9 @@
 coordinates and grid mapping. Conventions (DESIGN.md): no echo is -10 dBZ, no data is NaN.
 Everything done to the data that the user should know (unit rule, dropped duplicates, gaps) is
 reported with a `NowcastWarning` and recorded in ``attrs["nowcast_notes"]``.
+
+An archive too large for memory (over `LAZY_THRESHOLD_BYTES` as float32, or ``lazy=True``) is read lazily
+(`nowcast.archive`): the same DataArray, whose frames are read, converted and checked when indexed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import timeaxis
+from . import archive, timeaxis
 from . import units as U
 from .errors import NowcastError, NowcastNote, NowcastWarning
 from .timeaxis import regular_step
@@ -116,12 +119,7 @@ def _open_dataset(path: Path) -> xr.Dataset:
     try:
         return xr.open_dataset(path, mask_and_scale=True, decode_times=True, cache=False)
     except Exception as exc:  # netCDF4/h5 raise many types for unreadable files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        with open(path, "rb") as fh:
-            magic = fh.read(8)
-        if not (magic.startswith(b"CDF") or magic.startswith(b"\x89HDF")):
-            raise NowcastError("is not a netCDF file (unrecognised file signature)", path) from None
-        raise NowcastError(f"cannot be read as netCDF ({reason}); the file may be truncated", path) from None
+        raise archive.unreadable(path, exc) from None
 
 
 def _is_bounds_or_grid(ds: xr.Dataset, name: str) -> bool:
@@ -176,14 +174,14 @@ def _choose_variable(ds: xr.Dataset, path: Path, variable: str | None) -> tuple[
     )
 
 
-def _time_of_frame(ds: xr.Dataset, path: Path) -> np.ndarray | None:
-    """For per-frame files without a time dimension: the frame's valid time, if recorded."""
+def _time_of_frame(ds: xr.Dataset) -> tuple[str, np.ndarray] | None:
+    """For per-frame files without a time dimension: the variable holding the frame's valid time, and the time."""
     for name in ("valid_time", "time", "t"):
         if name in ds.variables and ds[name].ndim == 0 and np.issubdtype(ds[name].dtype, np.datetime64):
-            return np.array([ds[name].values], dtype="datetime64[ns]")
+            return name, np.array([ds[name].values], dtype="datetime64[ns]")
     for name, var in ds.variables.items():
         if var.ndim == 0 and var.attrs.get("standard_name") == "time" and np.issubdtype(var.dtype, np.datetime64):
-            return np.array([var.values], dtype="datetime64[ns]")
+            return str(name), np.array([var.values], dtype="datetime64[ns]")
     return None
 
 
@@ -201,63 +199,87 @@ def _accumulation_seconds(ds: xr.Dataset) -> float | None:
 @dataclass
 class _Frames:
     path: Path
-    data: xr.DataArray  # (time, y, x) as stored (after CF scaling), float
+    data: xr.DataArray  # (time, y, x) as stored (after CF scaling), float; the first frame only for a lazy read
     raw_integer: bool
     grid_mapping: xr.DataArray | None
     accumulation_seconds: float | None
     choice_note: str | None = None  # how the variable was chosen, when nowcast chose among several
+    layout: archive.Layout | None = None  # where the data and time live: how the rest of a lazy archive is read
+    n_frames: int = 0  # frames in the file
 
 
-def _read_frames(path: Path, variable: str | None, select: dict | None, reduce: str | None) -> _Frames:
-    ds = _open_dataset(path)
-    name, choice_note = _choose_variable(ds, path, variable)
-    da = ds[name]
-    raw_dtype = da.encoding.get("dtype", da.dtype)
-    raw_integer = np.issubdtype(np.dtype(raw_dtype), np.integer) and "scale_factor" not in da.encoding
-
-    time_dim = next((d for d in da.dims if np.issubdtype(da[d].dtype, np.datetime64)), None) if da.ndim else None
-    if time_dim is None and "time" in da.dims:
-        raise NowcastError(f"variable {name!r} has a 'time' dimension whose values are not dates", path)
-    if da.ndim < 2:
-        raise NowcastError(f"variable {name!r} is not a 2-D field", path)
-    y_dim, x_dim = da.dims[-2], da.dims[-1]
-    if time_dim is None:
-        t = _time_of_frame(ds, path)
-        if t is None:
-            raise NowcastError(
-                f"variable {name!r} has no time dimension and the file records no valid time", path
-            )
-        da = da.expand_dims(time=t)
-        time_dim = "time"
-    if time_dim in (y_dim, x_dim):
-        raise NowcastError(f"variable {name!r} must have y and x as its last two dimensions", path)
-
-    extra = [d for d in da.dims if d not in (time_dim, y_dim, x_dim)]
-    for d in extra:
+def _picks(da: xr.DataArray, name: str, path: Path, skip: tuple, select: dict | None, reduce: str | None) -> tuple:
+    """How each extra dimension is dropped: a --select index, the only index, or a --reduce."""
+    picks = []
+    for d in da.dims:
+        if d in skip:
+            continue
         if select and d in select:
             idx = select[d]
             if not 0 <= idx < da.sizes[d]:
                 raise NowcastError(f"--select {d}={idx} is outside 0..{da.sizes[d] - 1}", path)
-            da = da.isel({d: idx})
+            picks.append((d, int(idx), None))
         elif da.sizes[d] == 1:
-            da = da.isel({d: 0})
+            picks.append((d, 0, None))
         elif reduce in ("max", "mean"):
-            da = getattr(da, reduce)(dim=d, skipna=True, keep_attrs=True)
+            picks.append((d, None, reduce))
         else:
             raise NowcastError(
                 f"variable {name!r} has an extra dimension {d!r} of size {da.sizes[d]}; "
                 f"pick a level with --select {d}=INDEX or combine with --reduce max|mean",
                 path,
             )
-    da = da.transpose(time_dim, y_dim, x_dim).rename({time_dim: "time"})
+    return tuple(picks)
+
+
+def _layout(ds: xr.Dataset, name: str, path: Path, select: dict | None, reduce: str | None):
+    """The file's Layout, and the frame time of a per-frame file (None when the data have a time dimension)."""
+    da = ds[name]
+    time_dim = next((d for d in da.dims if np.issubdtype(da[d].dtype, np.datetime64)), None) if da.ndim else None
+    if time_dim is None and "time" in da.dims:
+        raise NowcastError(f"variable {name!r} has a 'time' dimension whose values are not dates", path)
+    if da.ndim < 2:
+        raise NowcastError(f"variable {name!r} is not a 2-D field", path)
+    y_dim, x_dim = da.dims[-2], da.dims[-1]
+    frame_time, time_var = None, time_dim
+    if time_dim is None:
+        found = _time_of_frame(ds)
+        if found is None:
+            raise NowcastError(
+                f"variable {name!r} has no time dimension and the file records no valid time", path
+            )
+        time_var, frame_time = found
+    if time_dim in (y_dim, x_dim):
+        raise NowcastError(f"variable {name!r} must have y and x as its last two dimensions", path)
+    layout = archive.Layout(
+        variable=name, dims=tuple(da.dims), sizes=tuple(int(da.sizes[d]) for d in da.dims if d != time_dim),
+        time_dim=time_dim, time_var=time_var, y_dim=y_dim, x_dim=x_dim,
+        picks=_picks(da, name, path, (time_dim, y_dim, x_dim), select, reduce))
+    return layout, frame_time
+
+
+def _read_frames(path: Path, variable: str | None, select: dict | None, reduce: str | None,
+                 head: int | None = None) -> _Frames:
+    """One file's frames as stored (all of them, or the first `head`), with what the reader learnt about it."""
+    ds = _open_dataset(path)
+    name, choice_note = _choose_variable(ds, path, variable)
+    da = ds[name]
+    raw_dtype = da.encoding.get("dtype", da.dtype)
+    raw_integer = np.issubdtype(np.dtype(raw_dtype), np.integer) and "scale_factor" not in da.encoding
+    layout, frame_time = _layout(ds, name, path, select, reduce)
+    da = archive.shape_frames(da, layout, frame_time)
+    y_dim, x_dim = layout.y_dim, layout.x_dim
     gm_name = da.attrs.get("grid_mapping")
     grid_mapping = ds[gm_name] if gm_name and gm_name in ds.variables else None
     # Keep only the coordinates on our three dims; scalar leftovers confuse concatenation.
     keep = {c for c in da.coords if set(da[c].dims) <= {"time", y_dim, x_dim} and da[c].ndim > 0}
     da = da.reset_coords([c for c in da.coords if c not in keep], drop=True)
+    n_frames = int(da.sizes["time"])
+    if head is not None:
+        da = da.isel(time=slice(0, head))
     da = da.load().astype(np.float32)
     frames = _Frames(path, da, raw_integer, grid_mapping.load() if grid_mapping is not None else None,
-                     _accumulation_seconds(ds), choice_note)
+                     _accumulation_seconds(ds), choice_note, layout, n_frames)
     ds.close()
     return frames
 
@@ -295,6 +317,10 @@ def _fmt_td(ns) -> str:
 
 # --------------------------------------------------------------------------------- main
 
+# An archive whose frames would take more than this as float32 (estimated from its first file) is read
+# lazily, a window at a time; a smaller one is read at once, which keeps training samples cheap to cut.
+LAZY_THRESHOLD_BYTES = 2**30
+
 
 def open_radar(
     paths,
@@ -306,6 +332,8 @@ def open_radar(
     zr_b: float = U.MP_B,
     select: dict | None = None,
     reduce: str | None = None,
+    lazy: bool | None = None,
+    index_cache=None,
 ) -> xr.DataArray:
     """Read radar files into one (time, y, x) reflectivity sequence in dBZ.
 
@@ -316,9 +344,21 @@ def open_radar(
     scale/offset: 8-bit pixel rule, dBZ = pixel * scale + offset (default 95/255 and -10).
     zr_a/zr_b: the Z-R relation for rain rates (Marshall-Palmer 200, 1.6).
     select/reduce: how to drop an extra dimension, e.g. select={'elevation': 0} or reduce='max'.
+    lazy: None reads lazily when the frames would take more than LAZY_THRESHOLD_BYTES (1 GiB) as float32;
+    True or False force either way. A lazy sequence reads its frames from the files only when indexed
+    (``nowcast.archive``), with the same values; every file's times are read at once, its values are
+    checked when read (an unphysical file is named then).
+    index_cache: folder for a lazy archive's index of file times (None: ``archive.default_cache_dir()``;
+    False: no index kept).
     """
     files = expand_paths(paths)
     label = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
+    first = _read_frames(files[0], variable, select, reduce, head=1)
+    conversion = dict(units=units, scale=scale, offset=offset, zr_a=zr_a, zr_b=zr_b)
+    if lazy is None:
+        lazy = len(files) * first.n_frames * first.data[0].size * 4 > LAZY_THRESHOLD_BYTES
+    if lazy:
+        return _open_lazy(files, first, label, conversion, index_cache)
     notes: list[str] = []
     frames = [_read_frames(f, variable, select, reduce) for f in files]
     # One note for the whole sequence, however many per-frame files made the same choice.
@@ -333,19 +373,42 @@ def open_radar(
     rule = _unit_rule(units, frames[0], values)
     if not np.isfinite(values).any():
         raise NowcastError("all values are no-data (NaN or _FillValue)", label)
+    convert = _converter(rule, frames[0], step, conversion, label, notes)
+    return _assemble(convert(values, label, notes), times, frames[0], files, step, convert, notes, choices, label)
 
-    dbz, conversion = _to_dbz(values, rule, frames, step, scale, offset, zr_a, zr_b, label, notes)
-    _check_physical(dbz, rule, label)
-    dbz = U.apply_floor(dbz).astype(np.float32)
 
-    out = xr.DataArray(dbz, dims=("time", "y", "x"), name="reflectivity")
-    src = frames[0].data
+def _open_lazy(files: list[Path], first: _Frames, label, conversion: dict, index_cache) -> xr.DataArray:
+    """The sequence as a lazily indexed array: every file's times now, its values when a window needs them."""
+    notes: list[str] = []
+    if index_cache is None:
+        index_cache = archive.default_cache_dir()
+    cache_dir = None if index_cache is False or len(files) == 1 else Path(index_cache)
+    index = archive.order_frames(archive.scan_times(files, first.layout, cache_dir))
+    if index.duplicates:
+        notes.append(f"dropped {index.duplicates} frame(s) with a duplicate time")
+    step, time_notes = _check_times(index.times, label)
+    notes.extend(time_notes)
+    # the rule comes from the first frame; every frame read later is checked on its own
+    rule = _unit_rule(conversion["units"], first, first.data.values)
+    convert = _converter(rule, first, step, conversion, label, notes)
+    array = archive.ArchiveArray(files, index, first.layout, first.data.shape[1:], convert)
+    choices = [first.choice_note] if first.choice_note else []
+    return _assemble(archive.lazy_variable(array), index.times, first, files, step, convert, notes, choices, label)
+
+
+def _assemble(data, times, first: _Frames, files, step, convert, notes, choices, label) -> xr.DataArray:
+    """The reflectivity DataArray: the dBZ frames (an array, or a lazy variable), the first file's grid, notes."""
+    if isinstance(data, xr.Variable):
+        out = xr.DataArray(data, name="reflectivity")
+    else:
+        out = xr.DataArray(data, dims=("time", "y", "x"), name="reflectivity")
+    src = first.data
     y_dim, x_dim = src.dims[1], src.dims[2]
     out = out.assign_coords(time=("time", times))
     for new, old in (("y", y_dim), ("x", x_dim)):
         if old in src.coords:
             out = out.assign_coords({new: (new, src[old].values, dict(src[old].attrs))})
-    gm = frames[0].grid_mapping
+    gm = first.grid_mapping
     if gm is not None:
         out = out.assign_coords(crs=xr.DataArray(gm.values, attrs=dict(gm.attrs)))
     out.attrs = {
@@ -353,18 +416,18 @@ def open_radar(
         "long_name": "equivalent reflectivity factor",
         "standard_name": "equivalent_reflectivity_factor",
         "source_files": ", ".join(str(f) for f in files[:5]) + (" ..." if len(files) > 5 else ""),
-        "conversion": conversion,
+        "conversion": convert.text,
         "time_step_seconds": float(step / np.timedelta64(1, "s")) if step is not None else float("nan"),
-        "input_kind": rule.kind,  # dbz | rate | accumulation | pixels: forecasts default to this kind
+        "input_kind": convert.rule.kind,  # dbz | rate | accumulation | pixels: forecasts default to this kind
     }
     if gm is not None:
         out.attrs["grid_mapping"] = "crs"
     if notes or choices:
         out.attrs["nowcast_notes"] = "; ".join(choices + notes)
     for n in choices:
-        warnings.warn(f"{label}: {n}", NowcastNote, stacklevel=2)
+        warnings.warn(f"{label}: {n}", NowcastNote, stacklevel=3)
     for n in notes:
-        warnings.warn(f"{label}: {n}", NowcastWarning, stacklevel=2)
+        warnings.warn(f"{label}: {n}", NowcastWarning, stacklevel=3)
     return out
 
 
@@ -427,17 +490,58 @@ def _check_physical(dbz: np.ndarray, rule: UnitRule, label) -> None:
         )
 
 
-def _to_dbz(values, rule, frames, step, scale, offset, zr_a, zr_b, label, notes):
+@dataclass(frozen=True)
+class _Converter:
+    """Stored values -> float32 dBZ with the floor applied; unphysical values refused, naming `label`.
+
+    One object for a whole sequence: the eager path calls it once on every frame, a lazy archive on
+    each block of frames it reads (elementwise, so the values are the same).
+    """
+
+    rule: UnitRule
+    text: str
+    factor: float = 1.0  # pixels: the scale; rates and accumulations: to mm/h
+    offset: float = 0.0  # pixels
+    zr_a: float = U.MP_A
+    zr_b: float = U.MP_B
+
+    def __call__(self, values: np.ndarray, label, notes: list[str] | None = None) -> np.ndarray:
+        dbz = self._dbz(values, label, notes)
+        _check_physical(dbz, self.rule, label)
+        return U.apply_floor(dbz).astype(np.float32)
+
+    def _dbz(self, values, label, notes):
+        if self.rule.kind == "dbz":
+            return values
+        if self.rule.kind == "pixels":
+            return values * self.factor + self.offset
+        rate = values * self.factor
+        negative = rate < 0
+        if negative.any():
+            if np.nanmin(rate) < NEGATIVE_RATE_TOLERANCE:
+                raise NowcastError(
+                    f"negative rain rates down to {np.nanmin(rate):.4g} mm/h: not physical; check the data",
+                    label,
+                )
+            if notes is not None:  # a lazy archive cannot count them before reading every frame
+                notes.append(f"{int(negative.sum())} slightly negative rain value(s) treated as no echo")
+            rate = np.where(negative, 0.0, rate)
+        return U.rainrate_to_dbz(rate, a=self.zr_a, b=self.zr_b)
+
+
+def _converter(rule: UnitRule, first: _Frames, step, conversion: dict, label, notes: list[str]) -> _Converter:
+    """The sequence's conversion to dBZ (the 8-bit rule is announced in `notes`)."""
+    scale, offset, zr_a, zr_b = (conversion[k] for k in ("scale", "offset", "zr_a", "zr_b"))
     if rule.kind == "dbz":
-        return values, "stored in dBZ"
+        return _Converter(rule, "stored in dBZ")
     if rule.kind == "pixels":
         s = U.PIXEL_SCALE if scale is None else scale
         o = U.PIXEL_OFFSET if offset is None else offset
         text = f"8-bit pixels: dBZ = pixel * {s:.6g} + {o:g}" + (" (default rule)" if scale is None else "")
         notes.append(f"used {text}")
-        return values * s + o, text
+        return _Converter(rule, text, s, o)
     if rule.kind == "accumulation":
-        period = frames[0].accumulation_seconds
+        period = first.accumulation_seconds
         if period is None:
             if step is None:
                 raise NowcastError(
@@ -446,23 +550,13 @@ def _to_dbz(values, rule, frames, step, scale, offset, zr_a, zr_b, label, notes)
                     label,
                 )
             period = float(step / np.timedelta64(1, "s"))
-        rate = values * (3600.0 / period)
-        desc = f"accumulation over {period / 60:g} min -> rain rate x{3600.0 / period:g}"
+        factor = 3600.0 / period
+        desc = f"accumulation over {period / 60:g} min -> rain rate x{factor:g}"
     else:
-        rate = values * rule.factor
-        desc = rule.label
-    negative = rate < 0
-    if negative.any():
-        if np.nanmin(rate) < NEGATIVE_RATE_TOLERANCE:
-            raise NowcastError(
-                f"negative rain rates down to {np.nanmin(rate):.4g} mm/h: not physical; check the data",
-                label,
-            )
-        notes.append(f"{int(negative.sum())} slightly negative rain value(s) treated as no echo")
-        rate = np.where(negative, 0.0, rate)
+        factor, desc = rule.factor, rule.label
     text = f"{desc}; Z = {zr_a:g} R^{zr_b:g} (Marshall-Palmer)" if (zr_a, zr_b) == (U.MP_A, U.MP_B) \
         else f"{desc}; Z = {zr_a:g} R^{zr_b:g}"
-    return U.rainrate_to_dbz(rate, a=zr_a, b=zr_b), text
+    return _Converter(rule, text, factor, 0.0, zr_a, zr_b)
 
 
 def time_step(seq: xr.DataArray) -> np.timedelta64:

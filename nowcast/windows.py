@@ -4,6 +4,9 @@ A window is n_in consecutive input frames followed by n_out target frames. Windo
 fixed grid 0, stride, 2*stride, ... of the sequence. The sequence's regular step is the most common
 time step (`nowcast.timeaxis`); a window whose frames are not all exactly one regular step apart (a gap, a repeated or
 out-of-order time) is skipped and counted, never silently stitched across the gap.
+
+Frames are read a batch of windows at a time, so a lazily opened archive (`nowcast.radar.open_radar`
+with ``lazy``) is never read whole: memory depends on the batch, not on the archive's length.
 """
 
 from __future__ import annotations
@@ -69,8 +72,8 @@ class WindowSet:
     def batches(self, batch_size: int = 8) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (inputs (B, n_in, H, W), targets (B, n_out, H, W), reference_times (B,)).
 
-        Each batch reads the span of frames it covers once, so a lazily opened file is not re-read
-        for every overlapping window.
+        Each batch reads the frames its windows use once, and only those: a lazily read archive
+        (`nowcast.archive`) is then read a batch at a time, whatever its length or the stride.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -78,13 +81,19 @@ class WindowSet:
         times = np.asarray(self.seq["time"].values)
         for i in range(0, self.count, batch_size):
             starts = np.asarray(self.starts[i:i + batch_size])
-            first, last = int(starts[0]), int(starts[-1]) + length
-            block = np.asarray(self.seq.isel(time=slice(first, last)).values, dtype=np.float32)
-            idx = (starts - first)[:, None] + np.arange(length)[None, :]
-            frames = block[idx]  # (B, length, H, W)
+            idx = starts[:, None] + np.arange(length)[None, :]
+            needed, where = np.unique(idx, return_inverse=True)
+            frames = _read_frames(self.seq, needed)[where.reshape(idx.shape)]  # (B, length, H, W)
             yield (np.ascontiguousarray(frames[:, :self.n_in]),
                    np.ascontiguousarray(frames[:, self.n_in:]),
                    times[starts + self.n_in - 1])
+
+
+def _read_frames(seq, positions: np.ndarray) -> np.ndarray:
+    """The frames at sorted `positions` as float32 (T, H, W); a contiguous run is read as one slice."""
+    first, last = int(positions[0]), int(positions[-1])
+    key = slice(first, last + 1) if last - first + 1 == positions.size else positions
+    return np.asarray(seq.isel(time=key).values, dtype=np.float32)
 
 
 def iter_windows(seq, n_in: int = 5, n_out: int = 10, stride: int = 1) -> WindowSet:

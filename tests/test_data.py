@@ -224,3 +224,37 @@ def test_split_by_time_range_keeps_gaps_on_both_sides():
 def test_parse_time_range_refuses(text):
     with pytest.raises(NowcastError, match="time range"):
         parse_time_range(text)
+
+
+def _lazy_copy(seq, folder):
+    """`seq` written as per-frame files and opened lazily (nowcast.archive)."""
+    from nowcast.radar import open_radar
+
+    for k in range(seq.sizes["time"]):
+        seq.isel(time=[k]).assign_attrs(units="dBZ").to_dataset(name="dbz").to_netcdf(folder / f"f{k:03d}.nc")
+    return open_radar(str(folder / "f*.nc"), lazy=True, index_cache=False)
+
+
+def test_lazy_frames_slice_like_the_array(tmp_path):
+    from nowcast.data import LazyFrames
+
+    seq = make_seq(n=12, h=20, w=24, nan_frac=0.1)
+    eager, lazy = as_seqdata("a", seq), as_seqdata("a", _lazy_copy(seq, tmp_path))
+    assert isinstance(lazy.frames, LazyFrames) and lazy.frames.shape == eager.frames.shape
+    np.testing.assert_array_equal(lazy.segment, eager.segment)
+    for key in [slice(2, 9, 3), (slice(1, 6), slice(3, 19), slice(0, 8)), (slice(None), 4), 7]:
+        np.testing.assert_array_equal(lazy.frames[key], eager.frames[key])
+        assert lazy.frames[key].dtype == np.float32
+
+
+@pytest.mark.parametrize("frame", ["eulerian", pytest.param("lagrangian", marks=pytest.mark.slow)])
+def test_sampler_on_a_lazy_sequence_draws_the_same_samples(tmp_path, frame):
+    seq = make_seq(n=14, h=40, w=40)
+    c = cfg(crop=16, frame=frame, coarsen_factors=(1, 2) if frame == "eulerian" else (1,))
+    eager = WindowSampler([("a", seq)], c, seed=3)
+    lazy = WindowSampler([("a", _lazy_copy(seq, tmp_path))], c, seed=3)
+    for _ in range(2 if frame == "lagrangian" else 6):
+        a, b = eager.sample(return_info=True), lazy.sample(return_info=True)
+        assert a["info"] == b["info"]
+        for k in ("inputs", "targets", "mask"):
+            np.testing.assert_array_equal(a[k], b[k])
