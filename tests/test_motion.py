@@ -82,7 +82,7 @@ def test_advection_matches_pysteps_on_real_radar():
 
     def csi(fc, obs):
         c = contingency(fc, obs, 30.0)
-        return c["hits"] / (c["hits"] + c["misses"] + c["false_alarms"])
+        return c.hits / (c.hits + c.misses + c.false_alarms)
 
     ours, theirs = np.where(both, out, np.nan), np.where(both, ref, np.nan)
     for lead in range(10):
