@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import backbones
 from .config import ModelConfig
+from .contract import FrameNetwork
 from .motiongru import OFFSET_CHANNELS, MotionGRU
 
 
-def _patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C*p*p, H/p, W/p)."""
-    return F.pixel_unshuffle(x, p) if p > 1 else x
-
-
-def _unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    return F.pixel_shuffle(x, p) if p > 1 else x
-
-
-class MotionRNN(nn.Module):
+class MotionRNN(FrameNetwork):
     """MotionRNN around a recurrent backbone (or the plain backbone when motion and highway are off).
 
     The blocks follow the protocol of ``nowcast.nn.cells`` (``for_layer``, ``init_state``, ``init_memory``,
@@ -47,8 +38,7 @@ class MotionRNN(nn.Module):
     """
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         cfg = config
         p = cfg.patch_size
         cin = cfg.in_channels * p * p
@@ -71,42 +61,10 @@ class MotionRNN(nn.Module):
         self.conv_out = nn.Conv2d(outs[-1], cin, 1, bias=False)
         if cfg.residual:
             nn.init.zeros_(self.conv_out.weight)  # start as persistence
-        self.channels_last = False
 
-    def use_channels_last(self, enabled: bool = True) -> "MotionRNN":
-        """Keep weights and activations in NHWC, which oneDNN's CPU convolutions prefer (a speed switch only)."""
-        fmt = torch.channels_last if enabled else torch.contiguous_format
-        for mod in self.modules():
-            if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
-                mod.weight.data = mod.weight.data.contiguous(memory_format=fmt)
-        self.channels_last = bool(enabled)
-        return self
-
-    # -- helpers -------------------------------------------------------------------------------------
-    def _to_5d(self, x: torch.Tensor, what: str) -> torch.Tensor:
-        c = self.config.in_channels
-        if x.dim() == 4 and c == 1:
-            return x.unsqueeze(2)
-        if x.dim() == 5 and x.shape[2] == c:
-            return x
-        raise ValueError(f"model {what} must be shaped (B, T, H, W) or (B, T, {c}, H, W), got {tuple(x.shape)}")
-
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.config.pad_multiple
-        H, W = x.shape[-2:]
-        ph, pw = (-H) % m, (-W) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))  # zero = no echo (the floor)
-        return x
-
-    def _patches(self, x5: torch.Tensor) -> torch.Tensor:
-        B, T = x5.shape[:2]
-        x = self._pad(x5.reshape(B * T, *x5.shape[2:]))
-        x = _patchify(x, self.config.patch_size)
-        return x.reshape(B, T, *x.shape[1:])
-
-    def _fmt(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+    @property
+    def pad_multiple(self) -> int:
+        return self.config.pad_multiple  # the patch size times the MotionGRU encoder's stride
 
     # -- forward -------------------------------------------------------------------------------------
     def forward(self, frames, n_out=None, truth=None, sampling_mask=None, return_motion: bool = False):
@@ -118,16 +76,7 @@ class MotionRNN(nn.Module):
         x5 = self._to_5d(frames, "frames")
         B, T, _, H, W = x5.shape
         patches = self._patches(x5)
-        truth_p = None
-        if truth is not None:
-            t5 = self._to_5d(truth, "truth")
-            if t5.shape[0] != B or t5.shape[1] < n_out - 1 or t5.shape[-2:] != (H, W):
-                raise ValueError(f"truth shaped {tuple(truth.shape)} does not fit frames {tuple(frames.shape)}")
-            truth_p = self._patches(t5)
-            if sampling_mask is not None:
-                sampling_mask = sampling_mask.to(dtype=patches.dtype, device=patches.device)
-                if sampling_mask.shape[0] != B or sampling_mask.shape[1] < n_out - 1:
-                    raise ValueError(f"sampling_mask must be (B, n_out - 1), got {tuple(sampling_mask.shape)}")
+        truth_p, sampling_mask = self._teacher(truth, sampling_mask, x5, n_out, patches)
 
         hp, wp = patches.shape[-2:]
         zeros = lambda c, h=hp, w=wp: self._fmt(patches.new_zeros(B, c, h, w))  # noqa: E731
@@ -174,9 +123,7 @@ class MotionRNN(nn.Module):
                 record["filter"].append(torch.stack(f, 1) if n_gru else empty)
                 record["transient"].append(torch.stack(ft_step, 1) if n_gru else empty)
 
-        out = torch.stack(outputs, 1)  # (B, n_out, cin, hp, wp)
-        out = _unpatchify(out.reshape(B * n_out, *out.shape[2:]), cfg.patch_size)
-        out = out[..., :H, :W].reshape(B, n_out, cfg.in_channels, H, W)
+        out = self._frames_back(torch.stack(outputs, 1), H, W)
         if squeeze:
             out = out[:, :, 0]
         if record is None:

@@ -13,67 +13,11 @@ patches: (B, T, C, h, w) in, (B, n_out, C, h, w) out.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from .config import ModelConfig
+from .contract import FrameNetwork
 
 
-class StandaloneNetwork(nn.Module):
-    """Patches, padding, checks and the channels-last switch around a subclass's ``_forecast``."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
-        self.channels_last = False
-
-    @property
-    def patch_channels(self) -> int:
-        return self.config.in_channels * self.config.patch_size ** 2
-
-    def use_channels_last(self, enabled: bool = True) -> "StandaloneNetwork":
-        """Keep weights and activations in NHWC, which oneDNN's CPU convolutions prefer (a speed switch only)."""
-        fmt = torch.channels_last if enabled else torch.contiguous_format
-        for mod in self.modules():
-            if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
-                mod.weight.data = mod.weight.data.contiguous(memory_format=fmt)
-        self.channels_last = bool(enabled)
-        return self
-
-    def _fmt(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def _to_5d(self, x: torch.Tensor, what: str) -> torch.Tensor:
-        c = self.config.in_channels
-        if x.dim() == 4 and c == 1:
-            return x.unsqueeze(2)
-        if x.dim() == 5 and x.shape[2] == c:
-            return x
-        raise ValueError(f"model {what} must be shaped (B, T, H, W) or (B, T, {c}, H, W), got {tuple(x.shape)}")
-
-    def _patches(self, x5: torch.Tensor) -> torch.Tensor:
-        B, T = x5.shape[:2]
-        p = self.config.patch_size
-        x = x5.reshape(B * T, *x5.shape[2:])
-        H, W = x.shape[-2:]
-        x = F.pad(x, (0, (-W) % p, 0, (-H) % p))  # zero = no echo (the floor)
-        x = F.pixel_unshuffle(x, p) if p > 1 else x
-        return x.reshape(B, T, *x.shape[1:])
-
-    def _teacher(self, truth, sampling_mask, frames5: torch.Tensor, n_out: int, patches: torch.Tensor):
-        """Truth as patches and the mask, checked as MotionRNN checks them (None, None without truth)."""
-        if truth is None:
-            return None, None
-        B, H, W = frames5.shape[0], frames5.shape[-2], frames5.shape[-1]
-        t5 = self._to_5d(truth, "truth")
-        if t5.shape[0] != B or t5.shape[1] < n_out - 1 or t5.shape[-2:] != (H, W):
-            raise ValueError(f"truth shaped {tuple(truth.shape)} does not fit frames {tuple(frames5.shape)}")
-        if sampling_mask is not None:
-            sampling_mask = sampling_mask.to(dtype=patches.dtype, device=patches.device)
-            if sampling_mask.shape[0] != B or sampling_mask.shape[1] < n_out - 1:
-                raise ValueError(f"sampling_mask must be (B, n_out - 1), got {tuple(sampling_mask.shape)}")
-        return self._patches(t5), sampling_mask
+class StandaloneNetwork(FrameNetwork):
+    """A subclass's ``_forecast`` on patches, inside the shared call contract."""
 
     def forward(self, frames, n_out=None, truth=None, sampling_mask=None, return_motion: bool = False):
         cfg = self.config
@@ -88,10 +32,7 @@ class StandaloneNetwork(nn.Module):
         patches = self._patches(x5)
         truth_p, mask = self._teacher(truth, sampling_mask, x5, n_out, patches)
         out = self._forecast(patches, n_out, truth_p, mask)  # (B, n_out, C p p, h, w)
-        p = cfg.patch_size
-        out = out.reshape(B * n_out, *out.shape[2:])
-        out = F.pixel_shuffle(out, p) if p > 1 else out
-        out = out[..., :H, :W].reshape(B, n_out, cfg.in_channels, H, W)
+        out = self._frames_back(out, H, W)
         return out[:, :, 0] if squeeze else out
 
     def _forecast(self, patches, n_out, truth, mask):  # pragma: no cover - every subclass has one
