@@ -6,7 +6,19 @@ multiply-accumulates (torch.utils.flop_counter), inference time (batch 1 and 8, 
 via /proc/self/clear_refs + VmHWM on Linux),
 and achieved GFLOP/s beside the GFLOP/s of one large 5x5 convolution measured in the same run.
 
-    python benchmarks/bench_model.py [--quick] [--json FILE] [--threads N]
+    python benchmarks/bench_model.py [--quick] [--json FILE] [--threads N] [--paper-code DIR] [--compile [fp32,bf16]]
+
+Precision and the paper's own code (issue "Speed and scale"): the default report also times our MotionRNN in fp32,
+under bf16 autocast, and under bf16 with channels-last weights (``use_channels_last()``) at 64x64 and 256x256
+(batch 1; plain PredRNN too at 64x64), and, with ``--paper-code DIR`` (a checkout of
+github.com/thuml/MotionRNN, never vendored here), the paper's MotionRNN-PredRNN built in the same setting, side by
+side with ours on the same inputs (its parameter count is checked against ours). ``--compile`` adds our models
+after ``compile_for_inference()`` (torch.compile; in fp32 and bf16, or the precisions named; the first call's
+time, compiling included, is reported; Inductor's on-disk cache of earlier runs shortens it). ``--clock cpu``
+times with the process's CPU time instead of the wall clock (robust on a loaded machine with ``--threads 1``;
+with more threads it counts OpenMP's spin-waiting too). ``--skip b8,128,train`` leaves those cases out.
+
+    python benchmarks/bench_model.py --quick --paper-code ../MotionRNN --compile --json model_speed.json
 
 Backbone table (issue 13): ``--backbones all`` (or ``--backbones mim,e3d,...``) measures instead, side by side in
 one run, every backbone of ``nowcast.nn.backbones`` in the same setting, plain and (recurrent blocks only) inside
@@ -20,12 +32,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
+import types
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,12 +50,15 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from nowcast.nn import ModelConfig, backbones, build_model, count_parameters  # noqa: E402
+from nowcast.runtime import autocast  # noqa: E402
 
 MODELS = {
     "motionrnn": dict(),  # defaults = the paper's radar setting
     "predrnn": dict(motion=False, highway=False),
 }
 T_IN, T_OUT = 5, 10
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter  # set from --clock
 
 
 def make(name: str):
@@ -99,9 +117,9 @@ def time_interleaved(fns: dict, repeats: int, memory: bool = False):
     for _ in range(repeats):
         for k, fn in fns.items():
             track = memory and _reset_peak_rss()
-            t0 = time.perf_counter()
+            t0 = _clock()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(_clock() - t0)
             hwm = _proc_kib("VmHWM") if track else None
             if hwm is not None:
                 peaks[k] = max(hwm / 1024.0, peaks[k] or 0.0)
@@ -109,11 +127,11 @@ def time_interleaved(fns: dict, repeats: int, memory: bool = False):
     return (med, peaks) if memory else med
 
 
-def infer_fn(model, batch, size):
-    x = torch.rand(batch, T_IN, size, size)
+def infer_fn(model, batch, size, precision="fp32", x=None):
+    x = torch.rand(batch, T_IN, size, size) if x is None else x
 
     def run():
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision, "cpu"):
             model(x, T_OUT)
 
     return run
@@ -143,6 +161,134 @@ def conv_ceiling(repeats: int) -> float:
     with torch.inference_mode():
         t = time_interleaved({"c": lambda: conv(x)}, repeats)["c"]
     return flops / t / 1e9
+
+# -- precision, torch.compile and the paper's own code ------------------------------------------------------------
+
+PAPER_MODULE = "core.models.MotionRNN_PredRNN"
+
+
+def load_paper_module(directory: Path):
+    """The paper's MotionRNN-PredRNN module, imported from a checkout of github.com/thuml/MotionRNN."""
+    root = Path(directory).expanduser().resolve()
+    if not (root / "core" / "models" / "MotionRNN_PredRNN.py").is_file():
+        raise SystemExit(f"--paper-code {directory}: no core/models/MotionRNN_PredRNN.py there; "
+                         "give a checkout of https://github.com/thuml/MotionRNN")
+    sys.path.insert(0, str(root))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return importlib.import_module(PAPER_MODULE)
+    finally:
+        sys.path.remove(str(root))
+
+
+class PaperModel:
+    """The paper's network in our setting, called like ours: (B, T_IN, H, W) frames in, T_OUT frames predicted.
+
+    Its own entry point takes the whole sequence as patches, (B, T_IN + T_OUT, H/p, W/p, p*p) with the future
+    frames zero, and a scheduled-sampling mask that is all zeros at test time (core/trainer.py), so every step
+    after the inputs reads the model's own prediction: the same 14 recurrent steps as ours."""
+
+    def __init__(self, module, size: int, batch: int = 1):
+        cfg = ModelConfig()
+        self.patch = cfg.patch_size
+        configs = types.SimpleNamespace(
+            img_height=size, img_width=size, img_channel=1, patch_size=cfg.patch_size, filter_size=cfg.kernel_size,
+            stride=1, layer_norm=0, device="cpu", batch_size=batch, input_length=T_IN, total_length=T_IN + T_OUT)
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # register_backward_hook is deprecated
+            self.net = module.RNN(cfg.num_layers, cfg.hidden_list, configs).eval()
+        hp = size // cfg.patch_size
+        self.mask = torch.zeros(batch, T_OUT - 1, hp, hp, cfg.patch_size ** 2)
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Our (B, T_IN, H, W) frames as the paper's input: reshape_patch layout, zero future frames."""
+        B, T, H, W = x.shape
+        p = self.patch
+        seq = torch.zeros(B, T_IN + T_OUT, H // p, W // p, p * p)
+        seq[:, :T] = x.reshape(B, T, H // p, p, W // p, p).permute(0, 1, 2, 4, 3, 5).reshape(B, T, H // p, W // p, -1)
+        return seq
+
+    def params(self) -> int:
+        return count_parameters(self.net)
+
+    def fn(self, x: torch.Tensor, precision: str = "fp32"):
+        seq = self.patches(x)
+
+        def run():
+            with torch.inference_mode(), autocast(precision, "cpu"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.meshgrid without indexing=
+                self.net(seq, self.mask)
+
+        return run
+
+
+def compiled_copy(name: str, x: torch.Tensor, precision: str):
+    """A model after compile_for_inference(), and the seconds its first call (compiling) took."""
+    model = make(name).eval()
+    compile_fn = getattr(model, "compile_for_inference", None)
+    if compile_fn is None:
+        return None, None
+    compile_fn()
+    t0 = time.perf_counter()
+    infer_fn(model, 1, 0, precision, x)()
+    return model, time.perf_counter() - t0
+
+
+def speed_variants(size: int, x: torch.Tensor, paper, compile_too: tuple, res: dict) -> dict:
+    """name -> timed call, all on the same input x: ours in fp32 and bf16 (and compiled), the paper's code;
+    at 64x64 plain PredRNN too, for MotionRNN's cost in each precision."""
+    names = ("motionrnn", "predrnn") if size == 64 else ("motionrnn",)
+    fns = {}
+    for name in names:
+        tag = "ours" if name == "motionrnn" else name
+        model = make(name).eval()
+        for prec in ("fp32", "bf16"):
+            fns[f"{tag}_{prec}"] = infer_fn(model, 1, size, prec, x)
+        nhwc = make(name).eval().use_channels_last()
+        fns[f"{tag}_bf16_channels_last"] = infer_fn(nhwc, 1, size, "bf16", x)
+        for prec in compile_too:
+            compiled, seconds = compiled_copy(name, x, prec)
+            if compiled is not None:
+                fns[f"{tag}_{prec}_compiled"] = infer_fn(compiled, 1, size, prec, x)
+                res[f"compile_s_{size}_{prec}_{name}"] = round(seconds, 1)
+    if paper is not None:
+        net = PaperModel(paper, size)
+        res["params_paper"] = net.params()
+        fns["paper_fp32"] = net.fn(x, "fp32")
+        fns["paper_bf16"] = net.fn(x, "bf16")  # a reference only: the paper's code as published runs in fp32
+    return fns
+
+
+def paper_section(args, res: dict, repeats: dict) -> None:
+    """Ours (fp32, bf16, compiled) beside the paper's code at 64x64 and 256x256, batch 1; fills res."""
+    paper = load_paper_module(args.paper_code) if args.paper_code else None
+    if paper is None:
+        print("paper's code: skipped (give --paper-code DIR, a checkout of github.com/thuml/MotionRNN)")
+        res["paper_code"] = None
+    else:
+        res["paper_code"] = str(Path(args.paper_code).resolve())
+    for size in (64, 256):
+        torch.manual_seed(1)
+        x = torch.rand(1, T_IN, size, size)
+        compile_too = tuple(p for p in args.compile.split(",") if p in ("fp32", "bf16"))
+        t = time_interleaved(speed_variants(size, x, paper, compile_too, res), repeats[size])
+        res[f"speed_{size}_b1_s"] = {k: round(v, 4) for k, v in t.items()}
+        res[f"bf16_speedup_{size}"] = {k[5:]: round(t["ours_fp32"] / v, 3) for k, v in t.items()
+                                       if k.startswith("ours_bf16")}
+        if paper is not None:
+            res[f"speedup_vs_paper_{size}"] = {k: round(t["paper_fp32"] / v, 3) for k, v in t.items()
+                                               if k.startswith("ours")}
+        if size == 64:  # MotionRNN's cost over plain PredRNN per precision, in the same loop
+            res["motionrnn_over_predrnn_64_b1"] = {k[5:]: round(v / t["predrnn_" + k[5:]], 3)
+                                                   for k, v in t.items() if k.startswith("ours_")}
+        print(f"speed {size}x{size} b1: " + ", ".join(f"{k} {v:.3f}" for k, v in t.items()), flush=True)
+    if paper is not None:
+        same = res["params_paper"] == res["params_motionrnn"]
+        print(f"parameters: ours {res['params_motionrnn']:,}, paper's code {res['params_paper']:,}"
+              + ("" if same else "  (NOT the same: the comparison is off)"))
+
 
 # -- backbone table (issue 13) ----------------------------------------------------------------------------------
 
@@ -224,8 +370,18 @@ def main(argv=None):
     ap.add_argument("--backbones", type=parse_backbones, metavar="all|A,B,...",
                     help="measure the backbone table instead: these backbones ('all': every registered one)")
     ap.add_argument("--tiny", action="store_true", help="with --backbones: a toy setting, to check the script")
+    ap.add_argument("--paper-code", type=Path, metavar="DIR",
+                    help="a checkout of github.com/thuml/MotionRNN: time the paper's own model beside ours")
+    ap.add_argument("--compile", nargs="?", const="fp32,bf16", default="", metavar="fp32,bf16",
+                    help="also time our models after compile_for_inference(), in these precisions (default both)")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="wall clock (default) or the process's CPU time (for a loaded machine, with --threads 1)")
+    ap.add_argument("--skip", type=parse_skip, default=(), metavar="b8,128,train",
+                    help="leave these cases of the default report out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global _clock
+    _clock = CLOCKS[args.clock]
     r1, r8, rbig, rtrain = (7, 2, 2, 1) if args.quick else (11, 5, 3, 3)
 
     res = {
@@ -235,6 +391,7 @@ def main(argv=None):
         "torch": torch.__version__,
         "load_average_start": [round(v, 2) for v in os.getloadavg()],
         "python": platform.python_version(),
+        "clock": args.clock,
         "command": " ".join(["python", "benchmarks/bench_model.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     if args.backbones:
@@ -250,6 +407,7 @@ def main(argv=None):
 
     cases = [("infer_b1_s", 1, 64, r1), ("infer_b8_s", 8, 64, r8), ("infer_128_b1_s", 1, 128, rbig),
              ("infer_256_b1_s", 1, 256, rbig)]
+    cases = [c for c in cases if not ({"infer_b8_s": "b8", "infer_128_b1_s": "128"}.get(c[0]) in args.skip)]
     for key, b, s, rep in cases:
         t, mem = time_interleaved({k: infer_fn(m, b, s) for k, m in models.items()}, rep, memory=True)
         for k, v in t.items():
@@ -258,12 +416,14 @@ def main(argv=None):
                 res[f"peak_rss_infer_b8_mb_{k}"] = round(mem[k], 1)
         print(f"{key}: " + ", ".join(f"{k} {v:.3f}" for k, v in t.items()), flush=True)
     del models
-    t, mem = time_interleaved({k: train_fn(make(k).train()) for k in MODELS}, rtrain, memory=True)
-    for k, v in t.items():
-        res[f"train_b8_s_{k}"] = round(v, 4)
-        if mem[k] is not None:
-            res[f"peak_rss_train_b8_mb_{k}"] = round(mem[k], 1)
-    print("train_b8_s: " + ", ".join(f"{k} {v:.3f}" for k, v in t.items()), flush=True)
+    if "train" not in args.skip:
+        t, mem = time_interleaved({k: train_fn(make(k).train()) for k in MODELS}, rtrain, memory=True)
+        for k, v in t.items():
+            res[f"train_b8_s_{k}"] = round(v, 4)
+            if mem[k] is not None:
+                res[f"peak_rss_train_b8_mb_{k}"] = round(mem[k], 1)
+        print("train_b8_s: " + ", ".join(f"{k} {v:.3f}" for k, v in t.items()), flush=True)
+    paper_section(args, res, {64: r1, 256: rbig})
     res["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
 
     for k in MODELS:
@@ -272,13 +432,46 @@ def main(argv=None):
             res[f"gflops_{s}_b1_{k}"] = round(g, 1)
             res[f"frac_ceiling_{s}_b1_{k}"] = round(g / res["conv_ceiling_gflops"], 3)
     for key in ("params", "macs_64_b1", "infer_b1_s", "infer_b8_s", "infer_128_b1_s", "infer_256_b1_s", "train_b8_s"):
-        res[f"ratio_{key}"] = round(res[f"{key}_motionrnn"] / res[f"{key}_predrnn"], 3)
+        if f"{key}_motionrnn" in res:
+            res[f"ratio_{key}"] = round(res[f"{key}_motionrnn"] / res[f"{key}_predrnn"], 3)
+    res["goals"] = goals(res)
 
     text = json.dumps(res, indent=2)
     print(text)
+    for line in res["goals"]["lines"]:
+        print(line)
     if args.json:
         args.json.write_text(text + "\n")
     return res
+
+
+def parse_skip(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in ("b8", "128", "train")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown case(s) {', '.join(bad)}; choose from b8, 128, train")
+    return names
+
+
+def goals(res: dict) -> dict:
+    """The issue's goals against this run: >= 1.4x the paper's code at 64x64, >= 2x at 256x256 (batch 1),
+    MotionRNN <= 1.15x PredRNN (batch 1, 64x64); each ratio of ours per variant (fp32, bf16, compiled)."""
+    out = {"ratio_motionrnn_over_predrnn_64_b1": res.get("ratio_infer_b1_s"), "lines": []}
+    ratios = dict(res.get("motionrnn_over_predrnn_64_b1") or {})
+    if out["ratio_motionrnn_over_predrnn_64_b1"] is not None:
+        ratios = {"fp32 (main table)": out["ratio_motionrnn_over_predrnn_64_b1"], **ratios}
+    for variant, r in ratios.items():
+        verdict = "met" if r <= 1.15 else "NOT met"
+        out["lines"].append(f"MotionRNN / PredRNN, 64x64 b1, {variant}: {r:.3f} (goal <= 1.15: {verdict})")
+    for size, goal in ((64, 1.4), (256, 2.0)):
+        for variant, v in (res.get(f"speedup_vs_paper_{size}") or {}).items():
+            out[f"speedup_vs_paper_{size}_{variant}"] = v
+            out["lines"].append(f"ours, {variant[5:]}, vs the paper's code (fp32), {size}x{size} b1: {v:.2f}x "
+                                f"(goal >= {goal}: {'met' if v >= goal else 'NOT met'})")
+    for size in (64, 256):
+        for variant, v in (res.get(f"bf16_speedup_{size}") or {}).items():
+            out["lines"].append(f"speed-up of ours, {variant} over fp32, {size}x{size} b1: {v:.2f}x")
+    return out
 
 
 def _table_main(args, res):

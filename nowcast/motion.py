@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import warnings
 from collections import OrderedDict
 
@@ -28,6 +29,7 @@ from .units import DBZ_FLOOR
 
 
 RECENT_FIELDS = 32  # motion fields remembered, so methods scored on the same windows estimate each once
+LK_CHUNK_PIXELS = 2**18  # pysteps interpolates the sparse LK vectors over this many pixels at a time
 
 
 def estimate_motion(frames_dbz, method: str = "LK") -> np.ndarray:
@@ -59,10 +61,16 @@ def _lucas_kanade(frames: np.ndarray, method: str) -> np.ndarray:
     with contextlib.redirect_stdout(io.StringIO()):  # pysteps announces its config file on import
         from pysteps import motion as pmotion
     filled = np.nan_to_num(frames, nan=DBZ_FLOOR)
+    extra = {}
+    if method.lower() in ("lk", "lucaskanade"):
+        # pysteps' dense interpolation takes ~1.2 kB a pixel in one piece (its own chunking is lost after
+        # two calls): a 2200 x 1900 grid would need 5 GB. Chunks give the same field in bounded memory.
+        per_axis = max(1, math.ceil(math.sqrt(filled[0].size / LK_CHUNK_PIXELS)))
+        extra["interp_kwargs"] = {"nchunks": per_axis * per_axis}
     with warnings.catch_warnings():
         # LK warns about singular matrices on echo-free or uniform areas; harmless here
         warnings.simplefilter("ignore")
-        velocity = pmotion.get_method(method)(filled, verbose=False)
+        velocity = pmotion.get_method(method)(filled, verbose=False, **extra)
     velocity = np.nan_to_num(np.asarray(velocity, dtype=np.float32), nan=0.0)
     return velocity
 

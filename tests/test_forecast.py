@@ -93,3 +93,17 @@ def test_bad_options(ckpt):
         ModelForecaster.from_checkpoint(ckpt, device="cpu", precision="fp8")
     with pytest.raises(NowcastError):
         ModelForecaster.from_checkpoint(ckpt, device="tpu")
+
+
+def test_precision_uses_the_runtime_vocabulary(ckpt):
+    x = _inputs(np.random.default_rng(5))
+    ref = ModelForecaster.from_checkpoint(ckpt, device="cpu")(x, 2)
+    for alias, name in (("off", "fp32"), ("float32", "fp32"), ("auto", "auto"), ("BF16", "bf16"),
+                        ("bfloat16", "bf16")):
+        assert ModelForecaster.from_checkpoint(ckpt, device="cpu", precision=alias).precision == name
+    # auto is full precision on a CPU: the very same numbers as fp32
+    np.testing.assert_array_equal(ModelForecaster.from_checkpoint(ckpt, device="cpu", precision="auto")(x, 2), ref)
+    bf16 = ModelForecaster.from_checkpoint(ckpt, device="cpu", precision="bfloat16")(x, 2)
+    assert not np.array_equal(bf16, ref, equal_nan=True)  # it really ran in bf16
+    with pytest.raises(NowcastError, match="fp16 needs a CUDA GPU"):
+        ModelForecaster.from_checkpoint(ckpt, device="cpu", precision="fp16")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 import torch
@@ -264,3 +265,102 @@ def test_bad_inputs_raise_value_error():
         model(torch.rand(3, 16, 16), 4)
     with pytest.raises(ValueError, match="does not fit"):
         model(torch.rand(1, 3, 16, 16), 4, truth=torch.rand(1, 4, 8, 8))
+
+
+# -- opt-in compilation for inference ------------------------------------------------------------------
+
+
+def test_compiled_step_equals_eager():
+    # dynamo traces the recurrent step; backend "eager" runs the traced ops as they are, so equal bit for bit
+    model = tiny(residual=True).eval()
+    x = torch.rand(2, 3, 20, 24)
+    with torch.no_grad():
+        want, want_motion = model(x, 4, return_motion=True)
+        model.compile_for_inference(backend="eager", channels_last=False)
+        got, got_motion = model(x, 4, return_motion=True)
+    assert model._compiled_step is not None
+    assert torch.equal(got, want)
+    assert all(torch.equal(got_motion[k], want_motion[k]) for k in want_motion)
+
+
+def test_failed_compilation_falls_back_to_eager(monkeypatch):
+    calls = []
+
+    def broken_compile(fn, **kwargs):
+        def compiled(*args):
+            calls.append(1)
+            raise RuntimeError("no C++ compiler")
+
+        return compiled
+
+    model = tiny().eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        want = model(x, 4)
+        monkeypatch.setattr(torch, "compile", broken_compile)
+        model.compile_for_inference(channels_last=False)
+        got = model(x, 4)
+        again = model(x, 4)
+    assert calls == [1]  # tried once, then eager for good
+    assert model._compiled_step is None
+    assert torch.equal(got, want) and torch.equal(again, want)
+    with torch.no_grad():  # by default the weights also go channels-last: the same forecast up to rounding
+        assert torch.allclose(model.compile_for_inference()(x, 4), want, atol=1e-6)
+
+
+def test_compiled_step_only_without_gradients(monkeypatch):
+    calls = []
+
+    def counting_compile(fn, **kwargs):
+        def compiled(*args):
+            calls.append(1)
+            return fn(*args)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    model = tiny().compile_for_inference()
+    y = torch.rand(1, 4, 16, 16)
+    out = model(torch.rand(1, 3, 16, 16), 4, truth=y, sampling_mask=torch.ones(1, 3))
+    F.mse_loss(out, y).backward()  # training stays eager
+    assert not calls
+    with torch.inference_mode():
+        model.eval()(torch.rand(1, 3, 16, 16), 4)
+    assert len(calls) == 3 + 4 - 1
+    model.compile_for_inference(False)
+    assert model._compiled_step is None
+
+
+@pytest.mark.slow
+def test_inductor_compiled_model_close_to_eager():
+    model = tiny().eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        want = model(x, 4)
+        got = model.compile_for_inference()(x, 4)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_bf16_inference_mode_same_as_no_grad():
+    # under inference mode the model runs as under no_grad (so autocast casts each weight once per call)
+    model = tiny().eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = model(x, 4)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(x, 4)
+    with torch.inference_mode():
+        fp32 = model(x, 4)
+    assert torch.equal(got, want)
+    assert fp32.is_inference()  # without autocast nothing changes
+
+
+def test_channels_last_bf16_same_as_nchw_and_pickles():
+    model = tiny(residual=True).eval()
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = model(x, 4)
+        got = model.use_channels_last()(x, 4)
+    assert torch.allclose(got, want, atol=1e-2)
+    restored = pickle.loads(pickle.dumps(model.compile_for_inference(backend="eager")))
+    assert restored._compiled_step is None and restored.channels_last

@@ -5,8 +5,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,15 +86,60 @@ def test_two_worker_processes_equal_one_process_exactly(one_process):
     assert all(m.seconds_per_window > 0 for m in two.methods)
 
 
-def test_dask_local_cluster_equals_one_process_exactly(one_process):
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+def dask_scores(processes: bool, progress_file: str) -> None:
+    """Run in a child process: score on a 2-worker LocalCluster, through a Client and by address; print both.
+
+    Writes "cluster up" to progress_file once the workers have joined, so that the test can tell a machine
+    where dask cannot start from a scoring call that hangs."""
+    import distributed
+
+    with distributed.LocalCluster(n_workers=2, processes=processes, threads_per_worker=1, dashboard_address=None,
                                   silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        client.wait_for_workers(2)
+        with open(progress_file, "w") as f:
+            f.write("cluster up")
         on_client = evaluate(archive(), METHODS, **KW, scheduler=client)
         by_address = evaluate(archive(), METHODS, **KW, scheduler=cluster.scheduler_address)
         assert client.status == "running"  # a Client handed in is left open for its owner
-    assert scores_only(on_client) == scores_only(one_process)
-    assert scores_only(by_address) == scores_only(one_process)
+    print(json.dumps([scores_only(on_client), scores_only(by_address)]))
+
+
+CHILD = "import sys; sys.path.insert(0, sys.argv[1]); import test_parallel_evaluate as t; " \
+        "t.dask_scores(sys.argv[2] == 'processes', sys.argv[3])"
+
+
+def _dask_equals_one_process(one_process, processes: bool, tmp_path, limit_s: float = 240.0):
+    pytest.importorskip("distributed")
+    progress = tmp_path / "progress"
+    # A child process in its own session: a cluster that hangs (as dask has on some sandboxed machines) is
+    # killed with all its workers instead of stalling the test run.
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(Path(__file__).parent),
+                              "processes" if processes else "threads", str(progress)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = child.communicate(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        if not progress.exists():
+            pytest.skip(f"a dask LocalCluster did not start within {limit_s:.0f} s on this machine")
+        pytest.fail(f"scoring on a running dask LocalCluster took over {limit_s:.0f} s")
+    assert child.returncode == 0, err[-3000:]
+    on_client, by_address = json.loads(out.strip().splitlines()[-1])
+    assert on_client == scores_only(one_process)
+    assert by_address == scores_only(one_process)
+
+
+def test_dask_local_cluster_equals_one_process_exactly(one_process, tmp_path):
+    # Two workers as threads of one process (in-process transport): the scheduler, scatter, map and merge of a
+    # real cluster, without the worker processes and sockets that some sandboxed machines do not allow.
+    _dask_equals_one_process(one_process, False, tmp_path)
+
+
+@pytest.mark.slow
+def test_dask_cluster_of_worker_processes_equals_one_process_exactly(one_process, tmp_path):
+    # Worker processes over TCP on loopback: the tasks and frames are pickled to other interpreters.
+    _dask_equals_one_process(one_process, True, tmp_path)
 
 
 def test_bad_parallel_settings_are_refused():

@@ -24,6 +24,10 @@ ANIMATION_SUFFIXES = (".gif",)
 METHOD_HELP = ("model, persistence, extrapolation, extrapolation-smoothed, anvil (default: model, the shipped "
                "Lagrangian MotionRNN, which its model card recommends; extrapolation for a model that is not).")
 METHOD = typer.Option(None, "--method", metavar="NAME", help=METHOD_HELP)
+TILE_SIZE = typer.Option(None, "--tile-size", min=0, metavar="PIXELS",
+                         help="Run the model's network in tiles of this many pixels (each with a border of "
+                              "neighbours, blended), which bounds its memory on large grids; 0 = the whole "
+                              "grid at once. Default: tiles of 512 on grids over 1536 x 1536 pixels.")
 OUTPUT_UNITS = typer.Option(None, "--output-units", metavar="dBZ|mm/h",
                             help="Units of the forecast file: dBZ, or mm/h by Marshall-Palmer (default: the "
                                  "input's kind, so rain-rate input gives a rain-rate forecast).")
@@ -55,7 +59,8 @@ def predict(
     prob_match: bool = PROB_MATCH,
     variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
     offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
-    device: str = DEVICE, precision: str = PRECISION, overwrite: bool = OVERWRITE,
+    device: str = DEVICE, precision: str = PRECISION, tile_size: Optional[int] = TILE_SIZE,
+    overwrite: bool = OVERWRITE,
 ):
     """Forecast the next frames of radar reflectivity from the last observed ones.
 
@@ -67,6 +72,7 @@ def predict(
 
     _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite)
     check_spec(method, model, precision, prob_match)
+    _check_tile_size(tile_size, method, model)
     if output_units is not None:
         parse_output_units(output_units)
     seq = _open(inputs, variable, units, scale, offset, select, reduce)
@@ -76,7 +82,15 @@ def predict(
         observed = _truth_at(truth, _forecast_times(seq, leads, label),
                              (variable, units, scale, offset, select, reduce))
     _forecast_and_write(seq, label, observed, method, model, leads, output_units, output, plot, animate,
-                        plot_motion, save_motion, prob_match, device, precision, overwrite)
+                        plot_motion, save_motion, prob_match, device, precision, overwrite, tile_size)
+
+
+def _check_tile_size(tile_size, method, model) -> None:
+    from ..methods import _baseline_in_use
+
+    baseline = None if tile_size is None else _baseline_in_use(method, model)
+    if baseline is not None:
+        raise NowcastError(f"--tile-size applies to models only, not to the {baseline} method")
 
 
 def _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite) -> None:
@@ -113,12 +127,15 @@ def _truth_at(truth, times: np.ndarray, read_options):
 
 
 def _forecast_and_write(seq, label, observed, method, model, leads, output_units, output, plot, animate,
-                        plot_motion, save_motion, prob_match, device, precision, overwrite) -> None:
+                        plot_motion, save_motion, prob_match, device, precision, overwrite,
+                        tile_size=None) -> None:
     from ..forecast_file import forecast_dataarray, output_units as parse_output_units, write_forecast
     from ..methods import resolve
     from ..radar import last_regular_frames
 
     fc_method = resolve(method, model, device=device, precision=precision, prob_match=prob_match)
+    if tile_size is not None:  # a model (checked above); through the probability-matching wrapper
+        getattr(fc_method, "inner", fc_method).tile_size = tile_size
     past = last_regular_frames(seq, max(fc_method.input_frames, 2), label)
     step_min = float(seq.attrs.get("time_step_seconds", float("nan"))) / 60.0
     for line in _caveats(fc_method, leads, step_min):

@@ -61,13 +61,72 @@ class MotionRNN(FrameNetwork):
         self.conv_out = nn.Conv2d(outs[-1], cin, 1, bias=False)
         if cfg.residual:
             nn.init.zeros_(self.conv_out.weight)  # start as persistence
+        self._compiled_step = None  # compile_for_inference()
 
     @property
     def pad_multiple(self) -> int:
         return self.config.pad_multiple  # the patch size times the MotionGRU encoder's stride
 
+    # -- opt-in compilation for inference -------------------------------------------------------------------
+    def compile_for_inference(self, enabled: bool = True, backend: str = "inductor", channels_last: bool = True,
+                              **options) -> "MotionRNN":
+        """Run each recurrent step through ``torch.compile`` when no gradient is taken (a speed switch only).
+
+        Fuses the many small element-wise operations of a step; pays most under bf16 autocast. A step is
+        compiled per frame size, batch and precision on the first call with them (tens of seconds or more on a
+        CPU), so it pays for long runs on one grid. Training and any call with gradients stay eager. Where
+        torch.compile is missing or compiling fails, the model silently stays eager, for good. ``channels_last``
+        also switches the weights to NHWC (``use_channels_last``), the layout the compiled convolutions use, so
+        they are not converted at every step. ``options`` go to torch.compile's ``options`` (Inductor settings;
+        avoid ``freezing``: with torch 2.13 it gave NaN under bf16 autocast). Returns the model.
+        """
+        self._compiled_step = None
+        if enabled and hasattr(torch, "compile"):
+            if channels_last:
+                self.use_channels_last()
+            kwargs = {"options": options} if options else {}
+            try:
+                self._compiled_step = torch.compile(self._step, backend=backend, dynamic=False, **kwargs)
+            except Exception:  # noqa: BLE001 - any failure to set up compilation means eager
+                self._compiled_step = None
+        return self
+
+    def __getstate__(self):
+        # copies and pickles (parallel evaluation) carry the weights, not the compiled step: they run eager
+        return {**self.__dict__, "_compiled_step": None}
+
+    def _compiled_or_eager_step(self, *args):
+        compiled = self._compiled_step
+        if compiled is not None and not torch.is_grad_enabled():
+            try:
+                return compiled(*args)
+            except Exception:  # noqa: BLE001 - a failed compilation (no C++ compiler, an unsupported op...)
+                self._compiled_step = None  # eager from now on; a step is a pure function, so redo it
+        return self._step(*args)
+
     # -- forward -------------------------------------------------------------------------------------
-    def forward(self, frames, n_out=None, truth=None, sampling_mask=None, return_motion: bool = False):
+    def _step(self, inp, states, m, f, d):
+        """One recurrent step through the stack: (raw output patches, clamped feedback, states, m, f, d, F')."""
+        states, f, d = list(states), list(f), list(d)
+        highway = self.highway_in(inp) if self.highway_in is not None else None
+        below = inp
+        ft_step = []
+        for l, block in enumerate(self.blocks):
+            out, states[l], m = block(below, states[l], m, highway)
+            if self.highway_in is not None:
+                highway = out  # the layer below's hidden state bypasses the warp
+            if l < len(self.motion_grus):
+                below, f[l], d[l], ft = self.motion_grus[l](out, f[l], d[l])
+                ft_step.append(ft)
+            else:
+                below = out
+        raw = self.conv_out(out)
+        if self.config.residual:
+            raw = inp + raw  # the change from the frame read at this step
+        # Fed back within the physical range: an unclamped frame lets rollouts drift without bound.
+        return raw, raw.clamp(0.0, 1.0), states, m, f, d, ft_step
+
+    def _forward(self, frames, n_out, truth, sampling_mask, return_motion):
         cfg = self.config
         n_out = cfg.output_frames if n_out is None else int(n_out)
         if n_out < 1:
@@ -88,35 +147,22 @@ class MotionRNN(FrameNetwork):
         d = [zeros(OFFSET_CHANNELS, he, we) for _ in range(n_gru)]
         record = {"trend": [], "filter": [], "transient": []} if return_motion else None
 
+        eager = self._compiled_step is None
+        step = self._step if eager else self._compiled_or_eager_step
         outputs = []
         pred = None
         for t in range(T + n_out - 1):
             if t < T:
-                inp = self._fmt(patches[:, t])
+                # a compiled step sees one memory layout for every input (one graph, not two)
+                inp = self._fmt(patches[:, t] if eager else patches[:, t].contiguous())
             elif truth_p is not None and sampling_mask is not None:
                 mk = sampling_mask[:, t - T].view(B, 1, 1, 1)
                 inp = mk * self._fmt(truth_p[:, t - T]) + (1 - mk) * pred
             else:
                 inp = pred
-            highway = self.highway_in(inp) if self.highway_in is not None else None
-            below = inp
-            ft_step = []
-            for l, block in enumerate(self.blocks):
-                out, states[l], m = block(below, states[l], m, highway)
-                if self.highway_in is not None:
-                    highway = out  # the layer below's hidden state bypasses the warp
-                if l < n_gru:
-                    below, f[l], d[l], ft = self.motion_grus[l](out, f[l], d[l])
-                    ft_step.append(ft)
-                else:
-                    below = out
-            raw = self.conv_out(out)
-            if cfg.residual:
-                raw = inp + raw  # the change from the frame read at this step
+            raw, pred, states, m, f, d, ft_step = step(inp, states, m, f, d)
             if t >= T - 1:
                 outputs.append(raw)
-            # Fed back within the physical range: an unclamped frame lets rollouts drift without bound.
-            pred = raw.clamp(0.0, 1.0)
             if record is not None:
                 empty = patches.new_zeros(B, 0, OFFSET_CHANNELS, he, we)
                 record["trend"].append(torch.stack(d, 1) if n_gru else empty)
@@ -129,4 +175,3 @@ class MotionRNN(FrameNetwork):
         if record is None:
             return out
         return out, {k: torch.stack(v, 1) for k, v in record.items()}
-

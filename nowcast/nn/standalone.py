@@ -19,7 +19,7 @@ from .contract import FrameNetwork
 class StandaloneNetwork(FrameNetwork):
     """A subclass's ``_forecast`` on patches, inside the shared call contract."""
 
-    def forward(self, frames, n_out=None, truth=None, sampling_mask=None, return_motion: bool = False):
+    def _forward(self, frames, n_out, truth, sampling_mask, return_motion):
         cfg = self.config
         if return_motion:
             raise ValueError(f"{type(self).__name__} has no MotionGRU: it has no motion states to return")
