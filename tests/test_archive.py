@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import warnings
@@ -270,3 +271,50 @@ def test_training_runs_on_a_lazy_archive(lazy, tmp_path):
     summary = trainer.run()
     assert summary["status"] == "completed" and summary["last_validation"]["windows"] > 0
     assert archive.is_lazy(lazy) and archive.source_of(lazy).reads < 3 * N_FILES
+
+
+def _spy_on_open_radar(monkeypatch) -> list:
+    """Record the `lazy` argument of every open_radar call the CLI makes (and read lazily as asked)."""
+    import nowcast.radar as radar
+
+    seen, real = [], radar.open_radar
+
+    def spy(*args, **kw):
+        seen.append(kw.get("lazy"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(radar, "open_radar", spy)
+    return seen
+
+
+def test_cli_evaluate_lazy_and_eager_give_the_same_scores(frame_archive, tmp_path, monkeypatch, capsys):
+    from nowcast.cli import main
+
+    monkeypatch.setenv("NOWCAST_CACHE_DIR", str(tmp_path / "cache"))
+    seen = _spy_on_open_radar(monkeypatch)
+    scores = {}
+    for flag in ("--lazy", "--eager", None):
+        out = tmp_path / f"{flag}.json"
+        args = ["evaluate", str(frame_archive / "*.nc"), "--baseline", "persistence", "--json", str(out)]
+        assert main(args + ([flag] if flag else [])) == 0
+        d = json.loads(out.read_text())
+        for r in d["results"].values():
+            r.pop("seconds_per_window")
+        scores[flag] = d
+    assert seen == [True, False, None]  # None: open_radar decides by size
+    assert scores["--lazy"] == scores["--eager"] == scores[None]
+    assert scores["--lazy"]["windows"] > 0
+
+
+def test_cli_train_reads_lazily_when_asked(frame_archive, tmp_path, monkeypatch):
+    from nowcast.cli import main
+
+    monkeypatch.setenv("NOWCAST_CACHE_DIR", str(tmp_path / "cache"))
+    seen = _spy_on_open_radar(monkeypatch)
+    args = ["train", str(frame_archive / "*.nc"), "--out", str(tmp_path / "run"), "--lazy", "--iterations", "1",
+            "--layers", "2", "--hidden", "4", "--kernel", "3", "--patch", "4", "--crop", "16", "--batch-size", "2",
+            "--coarsen", "1", "--time-strides", "1", "--input-frames", "3", "--lead-frames", "3",
+            "--device", "cpu", "--val-every", "1", "--checkpoint-every", "1", "--baselines", "none"]
+    assert main(args) == 0
+    assert seen == [True]
+    assert (tmp_path / "run" / "last.safetensors").exists()

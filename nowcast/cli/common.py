@@ -125,11 +125,11 @@ def _parse_select(select: Optional[List[str]]) -> Optional[dict]:
     return parsed
 
 
-def _open(paths, variable, units, scale, offset, select, reduce):
+def _open(paths, variable, units, scale, offset, select, reduce, lazy=None):
     from ..radar import open_radar
 
     return open_radar([str(p) for p in paths], variable=variable, units=units, scale=scale,
-                      offset=offset, select=_parse_select(select), reduce=reduce)
+                      offset=offset, select=_parse_select(select), reduce=reduce, lazy=lazy)
 
 
 def input_label(paths) -> str:
@@ -147,6 +147,10 @@ OFFSET = typer.Option(None, "--offset", metavar="NUMBER", help="8-bit pixels: th
 SELECT = typer.Option(None, "--select", metavar="DIM=INDEX", help="Pick one index of an extra dimension, "
                                                                   "e.g. elevation=0.")
 REDUCE = typer.Option(None, "--reduce", metavar="max|mean", help="Combine an extra dimension: max or mean.")
+LAZY = typer.Option(None, "--lazy/--eager",
+                    help="Read frames from the files only when a window needs them (--lazy: memory stays flat "
+                         "however long the archive), or all at once (--eager). Default: lazy when a sequence's "
+                         "frames would take over 1 GiB.", show_default=False)
 DEVICE = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA when present), cpu or cuda.")
 PRECISION = typer.Option("fp32", "--precision", metavar="fp32|bf16",
                          help="Model arithmetic: fp32, or bf16 (faster where supported; models only).")

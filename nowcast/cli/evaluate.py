@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import NowcastError
-from .common import (DEVICE, OFFSET, OVERWRITE, PRECISION, PROB_MATCH, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open,
+from .common import (DEVICE, LAZY, OFFSET, OVERWRITE, PRECISION, PROB_MATCH, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open,
                      app, check_outputs, check_picture_path, check_suffix, err, out, say)
 
 DEFAULT_MODEL = "default"
@@ -39,7 +39,7 @@ def evaluate(
     prob_match: bool = PROB_MATCH,
     variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
     offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
-    device: str = DEVICE, precision: str = PRECISION, overwrite: bool = OVERWRITE,
+    lazy: Optional[bool] = LAZY, device: str = DEVICE, precision: str = PRECISION, overwrite: bool = OVERWRITE,
 ):
     """Score models and baselines on exactly the same forecast windows.
 
@@ -63,7 +63,7 @@ def evaluate(
     _check_specs(specs, precision, prob_match)
     client = _connect(scheduler)  # an unreachable scheduler is refused before any file is read
     try:
-        sequences = [(str(path), _open([path], variable, units, scale, offset, select, reduce)) for path in data]
+        sequences = [(str(path), _open([path], variable, units, scale, offset, select, reduce, lazy)) for path in data]
         methods = _load_methods(specs, model, device, precision, prob_match)
         if workers > 1 or client is not None:
             methods = _portable_specs(specs, methods, device, precision, prob_match)

@@ -20,7 +20,7 @@ import typer
 
 from ..errors import NowcastError
 from ..nn import backbones
-from .common import OFFSET, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open, app, out
+from .common import LAZY, OFFSET, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open, app, out
 
 
 # the choices come from the network registry, so a new backbone needs no change here
@@ -199,6 +199,7 @@ def _parameters() -> list[inspect.Parameter]:
         ann = Optional[List[str]] if name == "select" else Optional[float] if name in ("scale", "offset") \
             else Optional[str]
         params.append(inspect.Parameter(name, kw, default=default, annotation=ann))
+    params.append(inspect.Parameter("lazy", kw, default=LAZY, annotation=Optional[bool]))
     return params
 
 
@@ -267,7 +268,7 @@ def _train(**kwargs):
 
     config = build_config(kwargs["out_dir"], kwargs["resume"], kwargs["overwrite"], kwargs["config_file"],
                           kwargs["settings"], _given_options(kwargs))
-    reading = [kwargs[k] for k in ("variable", "units", "scale", "offset", "select", "reduce")]
+    reading = [kwargs[k] for k in ("variable", "units", "scale", "offset", "select", "reduce", "lazy")]
     sequences = [(str(p), _open([p], *reading)) for p in kwargs["data"]]
     val_sequences = [(str(p), _open([p], *reading)) for p in kwargs["val"] or []]
     summary = run_training(config, sequences, val_sequences, progress=RichProgress())
