@@ -24,6 +24,7 @@ import numpy as np
 
 from . import strict_json
 from .errors import MissingDependencyError, NowcastError
+from .methods import resolve
 from .verify import DEFAULT_THRESHOLDS, ScoreAccumulator, Scores, normalize_thresholds, threshold_key
 from .windows import WindowSet, iter_windows
 
@@ -114,7 +115,6 @@ class MethodSpec:
     name: str | None = None
 
     def build(self):
-        from .methods import resolve
 
         method = resolve(self.spec, self.model, device=self.device, precision=self.precision,
                          prob_match=self.prob_match)

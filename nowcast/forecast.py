@@ -6,11 +6,11 @@ import numpy as np
 import torch
 
 from . import tiling
+from .checkpoint import load_model
 from .errors import NowcastError
-from .methods import ForecastMethod, _as_batch
+from .forecast_method import ForecastMethod, as_batch
 from .motion import displacements, estimate_motion, inside, warp
-from .runtime import autocast, autocast_dtype, normalize_precision
-from .runtime import resolve_device  # noqa: F401  (re-exported for older callers)
+from .runtime import autocast, autocast_dtype, normalize_precision, resolve_device
 from .units import dbz_to_unit, unit_to_dbz
 
 
@@ -80,8 +80,6 @@ class ModelForecaster(ForecastMethod):
 
     @classmethod
     def from_checkpoint(cls, name_or_path, device="auto", **kwargs) -> "ModelForecaster":
-        from .checkpoint import load_model
-
         dev = resolve_device(device)
         model, info = load_model(name_or_path, device=dev)
         if dev.type == "cpu" and hasattr(model, "use_channels_last"):
@@ -167,7 +165,7 @@ class ModelForecaster(ForecastMethod):
         motion: {"trend", "filter", "transient"} each (B, steps, n_gru, 18, h, w), without B for a
         single (T, H, W) input; layout and sign convention as documented in ``nowcast.nn.MotionRNN``.
         """
-        _, single = _as_batch(inputs)
+        _, single = as_batch(inputs)
         self._capture = []
         try:
             out = self(inputs, n_out)

@@ -16,6 +16,7 @@ import xarray as xr
 from . import __version__
 from . import units as U
 from .errors import NowcastError
+from .geo import latlon
 from .netcdf import NO_FILL, float_field, minutes_since, origin_text, packed_dbz, write_dataset
 from .radar import time_step
 
@@ -119,10 +120,6 @@ def _add_axis_bounds(ds: xr.Dataset) -> xr.Dataset:
 
 def _add_latlon(ds: xr.Dataset, forecast: xr.DataArray, data_name: str) -> xr.Dataset:
     """2-D latitude/longitude from the grid mapping (pyproj), when nowcast.geo understands it."""
-    try:
-        from .geo import latlon
-    except ImportError:  # pragma: no cover  (geo is part of the package; pyproj a core dependency)
-        return ds
     found = latlon(forecast)
     if found is None:
         return ds

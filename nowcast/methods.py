@@ -33,50 +33,9 @@ import warnings
 import numpy as np
 
 from .errors import MissingDependencyError, NowcastError, NowcastWarning
+from .forecast_method import ForecastMethod, as_batch, nodata_mask  # noqa: F401  (re-exported: the contract)
 from .postprocess import lead_smoothing, probability_match
-from .units import DBZ_FLOOR, apply_floor, dbz_to_rainrate, rainrate_to_dbz
-
-
-def _as_batch(inputs) -> tuple[np.ndarray, bool]:
-    x = np.asarray(inputs, dtype=np.float32)
-    if x.ndim == 3:
-        return x[None], True
-    if x.ndim != 4:
-        raise NowcastError(f"forecast inputs must be (T, H, W) or (B, T, H, W), got shape {x.shape}")
-    return x, False
-
-
-def nodata_mask(batch: np.ndarray) -> np.ndarray:
-    """(B, H, W) mask of pixels with no data in the last input frame."""
-    return np.isnan(batch[:, -1])
-
-
-class ForecastMethod:
-    """Base class: subclasses implement `_forecast_batch` on (B, T, H, W) arrays."""
-
-    name = "method"
-    input_frames = 1  # the fewest input frames the method needs
-    min_grid = 1  # the smallest grid side (pixels) the method can forecast on
-
-    def __call__(self, inputs, n_out: int = 10) -> np.ndarray:
-        batch, single = _as_batch(inputs)
-        if batch.shape[1] < self.input_frames:
-            raise NowcastError(
-                f"{self.name} needs at least {self.input_frames} input frames, got {batch.shape[1]}"
-            )
-        if min(batch.shape[2:]) < self.min_grid:
-            h, w = batch.shape[2:]
-            raise NowcastError(
-                f"a grid of {h}x{w} pixels is too small for {self.name} (needs at least "
-                f"{self.min_grid}x{self.min_grid})"
-            )
-        out = self._forecast_batch(batch, int(n_out)).astype(np.float32)
-        out = apply_floor(out)
-        out[np.broadcast_to(nodata_mask(batch)[:, None], out.shape)] = np.nan
-        return out[0] if single else out
-
-    def _forecast_batch(self, batch: np.ndarray, n_out: int) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+from .units import DBZ_FLOOR, dbz_to_rainrate, rainrate_to_dbz
 
 
 # ------------------------------------------------------------------------------------ baselines
@@ -280,7 +239,7 @@ def default_spec() -> str:
     return "persistence"
 
 
-def _baseline_in_use(spec: str | None, model: str | None) -> str | None:
+def baseline_in_use(spec: str | None, model: str | None) -> str | None:
     """The baseline that spec/model select, or None when they select a model."""
     if model is not None or spec == MODEL:
         return None
@@ -310,7 +269,7 @@ def check_spec(spec: str | None, model: str | None, precision: str = "fp32", pro
     if precision not in PRECISIONS:
         raise NowcastError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "fp32":
-        baseline = _baseline_in_use(spec, model)
+        baseline = baseline_in_use(spec, model)
         if baseline is not None:
             which = f"the {baseline} method" if spec is not None else f"the default method, {baseline}"
             raise NowcastError(f"--precision {precision} applies to models only, not to {which}")

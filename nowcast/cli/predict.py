@@ -86,9 +86,9 @@ def predict(
 
 
 def _check_tile_size(tile_size, method, model) -> None:
-    from ..methods import _baseline_in_use
+    from ..methods import baseline_in_use
 
-    baseline = None if tile_size is None else _baseline_in_use(method, model)
+    baseline = None if tile_size is None else baseline_in_use(method, model)
     if baseline is not None:
         raise NowcastError(f"--tile-size applies to models only, not to the {baseline} method")
 

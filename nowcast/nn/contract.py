@@ -94,6 +94,22 @@ class FrameNetwork(nn.Module):
         out = F.pixel_shuffle(out, p) if p > 1 else out
         return out[..., :H, :W].reshape(B, n_out, self.config.in_channels, H, W)
 
+    def _inputs(self, frames, n_out, truth, sampling_mask):
+        """The checked call: (n_out, squeeze, frames as (B, T, C, H, W), their patches, truth patches, mask)."""
+        n_out = self.config.output_frames if n_out is None else int(n_out)
+        if n_out < 1:
+            raise ValueError(f"n_out must be at least 1, got {n_out}")
+        squeeze = frames.dim() == 4 and self.config.in_channels == 1
+        x5 = self._to_5d(frames, "frames")
+        patches = self._patches(x5)
+        truth_p, sampling_mask = self._teacher(truth, sampling_mask, x5, n_out, patches)
+        return n_out, squeeze, x5, patches, truth_p, sampling_mask
+
+    def _outputs(self, out: torch.Tensor, x5: torch.Tensor, squeeze: bool) -> torch.Tensor:
+        """(B, n_out, C p p, h, w) patches -> the forecast frames on the input grid, shaped as the input."""
+        out = self._frames_back(out, x5.shape[-2], x5.shape[-1])
+        return out[:, :, 0] if squeeze else out
+
     def _teacher(self, truth, sampling_mask, frames5: torch.Tensor, n_out: int, patches: torch.Tensor):
         """Truth as patches and the mask, checked as MotionRNN checks them (None, None without truth)."""
         if truth is None:

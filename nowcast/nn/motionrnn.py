@@ -127,15 +127,8 @@ class MotionRNN(FrameNetwork):
         return raw, raw.clamp(0.0, 1.0), states, m, f, d, ft_step
 
     def _forward(self, frames, n_out, truth, sampling_mask, return_motion):
-        cfg = self.config
-        n_out = cfg.output_frames if n_out is None else int(n_out)
-        if n_out < 1:
-            raise ValueError(f"n_out must be at least 1, got {n_out}")
-        squeeze = frames.dim() == 4 and cfg.in_channels == 1
-        x5 = self._to_5d(frames, "frames")
-        B, T, _, H, W = x5.shape
-        patches = self._patches(x5)
-        truth_p, sampling_mask = self._teacher(truth, sampling_mask, x5, n_out, patches)
+        n_out, squeeze, x5, patches, truth_p, sampling_mask = self._inputs(frames, n_out, truth, sampling_mask)
+        B, T = x5.shape[:2]
 
         hp, wp = patches.shape[-2:]
         zeros = lambda c, h=hp, w=wp: self._fmt(patches.new_zeros(B, c, h, w))  # noqa: E731
@@ -169,9 +162,7 @@ class MotionRNN(FrameNetwork):
                 record["filter"].append(torch.stack(f, 1) if n_gru else empty)
                 record["transient"].append(torch.stack(ft_step, 1) if n_gru else empty)
 
-        out = self._frames_back(torch.stack(outputs, 1), H, W)
-        if squeeze:
-            out = out[:, :, 0]
+        out = self._outputs(torch.stack(outputs, 1), x5, squeeze)
         if record is None:
             return out
         return out, {k: torch.stack(v, 1) for k, v in record.items()}

@@ -20,20 +20,10 @@ class StandaloneNetwork(FrameNetwork):
     """A subclass's ``_forecast`` on patches, inside the shared call contract."""
 
     def _forward(self, frames, n_out, truth, sampling_mask, return_motion):
-        cfg = self.config
         if return_motion:
             raise ValueError(f"{type(self).__name__} has no MotionGRU: it has no motion states to return")
-        n_out = cfg.output_frames if n_out is None else int(n_out)
-        if n_out < 1:
-            raise ValueError(f"n_out must be at least 1, got {n_out}")
-        squeeze = frames.dim() == 4 and cfg.in_channels == 1
-        x5 = self._to_5d(frames, "frames")
-        B, _, _, H, W = x5.shape
-        patches = self._patches(x5)
-        truth_p, mask = self._teacher(truth, sampling_mask, x5, n_out, patches)
-        out = self._forecast(patches, n_out, truth_p, mask)  # (B, n_out, C p p, h, w)
-        out = self._frames_back(out, H, W)
-        return out[:, :, 0] if squeeze else out
+        n_out, squeeze, x5, patches, truth_p, mask = self._inputs(frames, n_out, truth, sampling_mask)
+        return self._outputs(self._forecast(patches, n_out, truth_p, mask), x5, squeeze)
 
     def _forecast(self, patches, n_out, truth, mask):  # pragma: no cover - every subclass has one
         raise NotImplementedError
