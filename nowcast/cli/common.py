@@ -9,6 +9,9 @@ square brackets in `fc[v2].nc` or `nowcast[...]` survive.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import List, Optional
 
@@ -125,13 +128,6 @@ def _parse_select(select: Optional[List[str]]) -> Optional[dict]:
     return parsed
 
 
-def _open(paths, variable, units, scale, offset, select, reduce, lazy=None):
-    from ..radar import open_radar
-
-    return open_radar([str(p) for p in paths], variable=variable, units=units, scale=scale,
-                      offset=offset, select=_parse_select(select), reduce=reduce, lazy=lazy)
-
-
 def input_label(paths) -> str:
     """How messages name the inputs: the file, or the first file and how many more."""
     return str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
@@ -151,6 +147,62 @@ LAZY = typer.Option(None, "--lazy/--eager",
                     help="Read frames from the files only when a window needs them (--lazy: memory stays flat "
                          "however long the archive), or all at once (--eager). Default: lazy when a sequence's "
                          "frames would take over 1 GiB.", show_default=False)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a command reads radar files: the options that every reading command shares, as one value."""
+
+    variable: Optional[str] = None
+    units: Optional[str] = None
+    scale: Optional[float] = None
+    offset: Optional[float] = None
+    select: Optional[List[str]] = None
+    reduce: Optional[str] = None
+    lazy: Optional[bool] = None
+
+    def open(self, paths):
+        """The files (or globs) as one reflectivity sequence (``nowcast.radar.open_radar``)."""
+        from ..radar import open_radar  # xarray and netCDF4: not needed for --help
+
+        return open_radar([str(p) for p in paths], variable=self.variable, units=self.units, scale=self.scale,
+                          offset=self.offset, select=_parse_select(self.select), reduce=self.reduce, lazy=self.lazy)
+
+
+def reading_parameters(lazy: bool = False) -> list[inspect.Parameter]:
+    """The reading options as command parameters (``--lazy/--eager`` for commands that read whole archives)."""
+    rows = [("variable", Optional[str], VARIABLE), ("units", Optional[str], UNITS), ("scale", Optional[float], SCALE),
+            ("offset", Optional[float], OFFSET), ("select", Optional[List[str]], SELECT),
+            ("reduce", Optional[str], REDUCE)] + ([("lazy", Optional[bool], LAZY)] if lazy else [])
+    return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=ann)
+            for name, ann, option in rows]
+
+
+def pop_reading(kwargs: dict) -> Reading:
+    """The reading options taken out of a command's keyword arguments."""
+    return Reading(**{f.name: kwargs.pop(f.name) for f in fields(Reading) if f.name in kwargs})
+
+
+def reads_radar(lazy: bool = False):
+    """Give a command the shared reading options; it receives them as one ``reading: Reading`` argument."""
+
+    def decorate(command):
+        own = [p for p in inspect.signature(command).parameters.values() if p.name != "reading"]
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+
+        @functools.wraps(command)
+        def with_reading(**kwargs):
+            reading = pop_reading(kwargs)
+            return command(**kwargs, reading=reading)
+
+        # in --help the reading options come before the run options (device, precision, ...)
+        at = next((i for i, p in enumerate(own) if p.name in ("device", "precision", "overwrite")), len(own))
+        with_reading.__signature__ = inspect.Signature(own[:at] + reading_parameters(lazy) + own[at:])
+        return with_reading
+
+    return decorate
+
+
 DEVICE = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA when present), cpu or cuda.")
 PRECISION = typer.Option("fp32", "--precision", metavar="fp32|bf16",
                          help="Model arithmetic: fp32, or bf16 (faster where supported; models only).")

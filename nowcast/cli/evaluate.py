@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import NowcastError
-from .common import (DEVICE, LAZY, OFFSET, OVERWRITE, PRECISION, PROB_MATCH, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open,
-                     app, check_outputs, check_picture_path, check_suffix, err, out, say)
+from .common import (DEVICE, OVERWRITE, PRECISION, PROB_MATCH, Reading, app, check_outputs, check_picture_path,
+                     check_suffix, err, out, reads_radar, say)
 
 DEFAULT_MODEL = "default"
 
@@ -18,6 +18,7 @@ DEFAULT_MODEL = "default"
                     "--baseline extrapolation --json scores.json --plot csi.png\n\n"
                     "  nowcast evaluate archive/*.nc --model default --model runs/my-model/best.safetensors\n\n"
                     "  nowcast evaluate archive/*.nc --baseline extrapolation --workers 4")
+@reads_radar(lazy=True)
 def evaluate(
     data: List[Path] = typer.Argument(..., metavar="DATA", hidden=True, help="Radar files; each file (or glob) is one sequence."),
     model: Optional[List[str]] = typer.Option(None, "--model", metavar="NAME_OR_FILE",
@@ -37,9 +38,7 @@ def evaluate(
                                             help="Score on a dask.distributed cluster (tcp://host:port); needs "
                                                  "nowcast[cluster], and workers that can read the model files."),
     prob_match: bool = PROB_MATCH,
-    variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
-    offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
-    lazy: Optional[bool] = LAZY, device: str = DEVICE, precision: str = PRECISION, overwrite: bool = OVERWRITE,
+    device: str = DEVICE, precision: str = PRECISION, overwrite: bool = OVERWRITE, reading: Reading = Reading(),
 ):
     """Score models and baselines on exactly the same forecast windows.
 
@@ -63,7 +62,7 @@ def evaluate(
     _check_specs(specs, precision, prob_match)
     client = _connect(scheduler)  # an unreachable scheduler is refused before any file is read
     try:
-        sequences = [(str(path), _open([path], variable, units, scale, offset, select, reduce, lazy)) for path in data]
+        sequences = [(str(path), reading.open([path])) for path in data]
         methods = _load_methods(specs, model, device, precision, prob_match)
         if workers > 1 or client is not None:
             methods = _portable_specs(specs, methods, device, precision, prob_match)

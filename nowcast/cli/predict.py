@@ -13,9 +13,8 @@ import numpy as np
 import typer
 
 from ..errors import NowcastError
-from .common import (DEVICE, NETCDF_SUFFIXES, OFFSET, OVERWRITE, PRECISION, PROB_MATCH, REDUCE, SCALE, SELECT,
-                     UNITS, VARIABLE, _open, app, check_outputs, check_picture_path, check_suffix, err,
-                     input_label, note, say)
+from .common import (DEVICE, NETCDF_SUFFIXES, OVERWRITE, PRECISION, PROB_MATCH, Reading, app, check_outputs,
+                     check_picture_path, check_suffix, err, input_label, note, reads_radar, say)
 
 ANIMATION_SUFFIXES = (".gif",)
 
@@ -35,6 +34,7 @@ OUTPUT_UNITS = typer.Option(None, "--output-units", metavar="dBZ|mm/h",
 @app.command(epilog="Examples:\n\n  nowcast predict sample_data/radar.nc -o forecast.nc --plot forecast.png\n\n"
                     "  nowcast predict 'bom/*.nc' --method extrapolation -o fc.nc --output-units mm/h\n\n"
                     "  nowcast predict radar.nc --plot-motion motion.png --save-motion motion.nc")
+@reads_radar()
 def predict(
     inputs: List[Path] = typer.Argument(..., metavar="INPUT", hidden=True, help="Radar file(s) or a glob of per-frame files."),
     output: Path = typer.Option(Path("forecast.nc"), "-o", "--output", metavar="FILE.nc",
@@ -57,10 +57,8 @@ def predict(
                                                help="Also write the optical-flow motion field as netCDF (grid cells "
                                                     "per time step)."),
     prob_match: bool = PROB_MATCH,
-    variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
-    offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
     device: str = DEVICE, precision: str = PRECISION, tile_size: Optional[int] = TILE_SIZE,
-    overwrite: bool = OVERWRITE,
+    overwrite: bool = OVERWRITE, reading: Reading = Reading(),
 ):
     """Forecast the next frames of radar reflectivity from the last observed ones.
 
@@ -75,12 +73,12 @@ def predict(
     _check_tile_size(tile_size, method, model)
     if output_units is not None:
         parse_output_units(output_units)
-    seq = _open(inputs, variable, units, scale, offset, select, reduce)
+    seq = reading.open(inputs)
     label = input_label(inputs)
     observed = None
     if truth:
         observed = _truth_at(truth, _forecast_times(seq, leads, label),
-                             (variable, units, scale, offset, select, reduce))
+                             reading)
     _forecast_and_write(seq, label, observed, method, model, leads, output_units, output, plot, animate,
                         plot_motion, save_motion, prob_match, device, precision, overwrite, tile_size)
 
@@ -114,9 +112,9 @@ def _forecast_times(seq, leads: int, label) -> np.ndarray:
     return seq["time"].values[-1] + time_step(seq) * np.arange(1, leads + 1)
 
 
-def _truth_at(truth, times: np.ndarray, read_options):
+def _truth_at(truth, times: np.ndarray, reading: Reading):
     """The observations at exactly the forecast times, or a NowcastError naming the first time missing."""
-    observed = _open(truth, *read_options)
+    observed = reading.open(truth)
     have = set(observed["time"].values.astype("datetime64[ns]").tolist())
     missing = [t for t in times.astype("datetime64[ns]") if t.tolist() not in have]
     if missing:

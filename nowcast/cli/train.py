@@ -20,7 +20,7 @@ import typer
 
 from ..errors import NowcastError
 from ..nn import backbones
-from .common import LAZY, OFFSET, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open, app, out
+from .common import app, out, pop_reading, reading_parameters
 
 
 # the choices come from the network registry, so a new backbone needs no change here
@@ -194,13 +194,7 @@ def _parameters() -> list[inspect.Parameter]:
         option = typer.Option(None, *opt.flags, help=opt.help + _default_text(opt.key), show_default=False,
                               metavar=opt.metavar)
         params.append(inspect.Parameter(opt.param, kw, default=option, annotation=Optional[opt.type]))
-    for name, default in (("variable", VARIABLE), ("units", UNITS), ("scale", SCALE), ("offset", OFFSET),
-                          ("select", SELECT), ("reduce", REDUCE)):
-        ann = Optional[List[str]] if name == "select" else Optional[float] if name in ("scale", "offset") \
-            else Optional[str]
-        params.append(inspect.Parameter(name, kw, default=default, annotation=ann))
-    params.append(inspect.Parameter("lazy", kw, default=LAZY, annotation=Optional[bool]))
-    return params
+    return params + reading_parameters(lazy=True)
 
 
 def _parse_set(items) -> dict:
@@ -268,9 +262,9 @@ def _train(**kwargs):
 
     config = build_config(kwargs["out_dir"], kwargs["resume"], kwargs["overwrite"], kwargs["config_file"],
                           kwargs["settings"], _given_options(kwargs))
-    reading = [kwargs[k] for k in ("variable", "units", "scale", "offset", "select", "reduce", "lazy")]
-    sequences = [(str(p), _open([p], *reading)) for p in kwargs["data"]]
-    val_sequences = [(str(p), _open([p], *reading)) for p in kwargs["val"] or []]
+    reading = pop_reading(kwargs)
+    sequences = [(str(p), reading.open([p])) for p in kwargs["data"]]
+    val_sequences = [(str(p), reading.open([p])) for p in kwargs["val"] or []]
     summary = run_training(config, sequences, val_sequences, progress=RichProgress())
     if summary["rank"] == 0:  # under torchrun, one process reports
         out.print(summary_line(summary), markup=False, highlight=False)

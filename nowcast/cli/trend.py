@@ -8,14 +8,15 @@ from typing import List, Optional
 import typer
 
 from ..errors import NowcastError
-from .common import (DEVICE, NETCDF_SUFFIXES, OFFSET, OVERWRITE, REDUCE, SCALE, SELECT, UNITS, VARIABLE, _open,
-                     app, check_outputs, check_picture_path, check_suffix, err, input_label, say)
+from .common import (DEVICE, NETCDF_SUFFIXES, OVERWRITE, Reading, app, check_outputs, check_picture_path,
+                     check_suffix, err, input_label, reads_radar, say)
 
 
 @app.command(name="visualize-trend",
              epilog="Examples:\n\n  nowcast visualize-trend sample_data/radar.nc -o trend.png\n\n"
                     "  nowcast visualize-trend radar.nc -o trend.png --model runs/my-model/best.safetensors "
                     "--layer 2 --transient --vectors trend.nc")
+@reads_radar()
 def visualize_trend(
     inputs: List[Path] = typer.Argument(..., metavar="INPUT", hidden=True, help="Radar file(s) or a glob of per-frame files."),
     output: Path = typer.Option(..., "-o", "--output", metavar="FILE.png", help="Picture to write (PNG, SVG, PDF ...)."),
@@ -30,9 +31,7 @@ def visualize_trend(
     vectors: Optional[Path] = typer.Option(None, "--vectors", metavar="FILE.nc", help="Also write the vectors (dx, dy) as netCDF."),
     every: Optional[int] = typer.Option(None, "--every", min=1, metavar="N", help="One arrow per N x N model cells "
                                                                     "(default: about 20 across)."),
-    variable: Optional[str] = VARIABLE, units: Optional[str] = UNITS, scale: Optional[float] = SCALE,
-    offset: Optional[float] = OFFSET, select: Optional[List[str]] = SELECT, reduce: Optional[str] = REDUCE,
-    device: str = DEVICE, overwrite: bool = OVERWRITE,
+    device: str = DEVICE, overwrite: bool = OVERWRITE, reading: Reading = Reading(),
 ):
     """Draw a MotionRNN model's learned motion trend as arrows over the last radar frame.
 
@@ -47,7 +46,7 @@ def visualize_trend(
     check_outputs([output, vectors], overwrite)
     if field not in ("trend", "filter"):
         raise NowcastError(f"--field {field!r}: choose trend or filter")
-    seq = _open(inputs, variable, units, scale, offset, select, reduce)
+    seq = reading.open(inputs)
     fc_method = resolve("model", model, device=device)
     trend_lib.check_trend_model(fc_method, field)
     label = input_label(inputs)
