@@ -101,3 +101,31 @@ def test_two_processes_equal_one_process_on_the_whole_batch_and_resume(tmp_path)
     _train(mixed, 2, 1)
     _train(mixed, 4, 2, "--resume")
     assert _max_difference(mixed / "last.safetensors", solo / "last.safetensors") < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="this torch build has no gloo backend")
+def test_two_nodes_equal_one_process(tmp_path):
+    """The two-node launch of the README, both 'nodes' on this machine: node 0 hosts the rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    solo, nodes = tmp_path / "solo", tmp_path / "nodes"
+    _train(solo, 4, 1)
+    cmd = lambda rank: [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),  # noqa: E731
+                        "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
+                        "-m", "nowcast", "train", str(SAMPLE), "--out", str(nodes), "--iterations", "4", *TINY]
+    procs = [subprocess.Popen(cmd(rank), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    try:
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, out[-2000:] + err[-3000:]
+    assert sum(out.count("completed: 4 iterations") for out, _ in outputs) == 1  # the main process reports
+    assert _max_difference(nodes / "last.safetensors", solo / "last.safetensors") < 1e-6
