@@ -55,6 +55,13 @@ def per_lead_lines(result, thresholds=("30", "40")) -> list[str]:
     return lines
 
 
+def bf16_change(result, name: str) -> dict:
+    """Pooled CSI of the model under bf16 minus the same model at the run's precision, per threshold."""
+    by_name = {m.name: m.scores for m in result.methods}
+    high, low = by_name[name], by_name[f"{name} (bf16)"]
+    return {ts.key: round(low.at(ts.key).csi - ts.csi, 6) for ts in high.categorical}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", default=[], help="checkpoint(s) to score (names or files)")
@@ -66,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--prob-match", action="store_true",
                     help="also score the first model with probability matching to the last observation")
+    ap.add_argument("--compare-bf16", action="store_true",
+                    help="also score the first model under bf16 autocast, and print how far its pooled CSI moves")
     ap.add_argument("--json", type=Path, help="write the evaluate() result here")
     args = ap.parse_args(argv)
     if args.radar_dir is None or not Path(args.radar_dir).is_dir():
@@ -75,6 +84,10 @@ def main(argv=None) -> int:
     name_clashing_models(methods, args.model)
     if args.prob_match and args.model:
         methods.append(resolve("model", args.model[0], precision=args.precision, prob_match=True))
+    if args.compare_bf16 and args.model:
+        low = resolve("model", args.model[0], precision="bf16")
+        low.name = f"{methods[0].name} (bf16)"
+        methods.append(low)
     for name in args.baseline or ["persistence", "extrapolation", "extrapolation-smoothed"]:
         methods.append(resolve(name))
     start = time.time()
@@ -86,8 +99,12 @@ def main(argv=None) -> int:
     console.print(format_table(result))
     for line in per_lead_lines(result):
         console.print(line, markup=False, highlight=False)
+    extra = {"wall_time_s": wall_time_s, "data_set": args.data}
+    if args.compare_bf16 and args.model:
+        extra["bf16_csi_change"] = bf16_change(result, methods[0].name)
+        console.print(f"bf16 minus {args.precision}, pooled CSI: {extra['bf16_csi_change']}", markup=False)
     if args.json:
-        args.json.write_text(to_json({**result.to_dict(), "wall_time_s": wall_time_s, "data_set": args.data}))
+        args.json.write_text(to_json({**result.to_dict(), **extra}))
     return 0
 
 
