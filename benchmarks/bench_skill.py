@@ -28,8 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from nowcast.errors import NowcastWarning  # noqa: E402
 from nowcast.evaluate import evaluate, format_table, to_json  # noqa: E402
-from nowcast.forecast import name_clashing_models  # noqa: E402
-from nowcast.methods import resolve  # noqa: E402
+from nowcast.methods import comparison_specs, resolve, resolve_all  # noqa: E402
 from nowcast.radar import open_radar  # noqa: E402
 
 def sequences(radar_dir: Path, which: str):
@@ -80,16 +79,15 @@ def main(argv=None) -> int:
     if args.radar_dir is None or not Path(args.radar_dir).is_dir():
         print(f"{args.radar_dir}: radar folder not found (give --radar-dir or NOWCAST_RADAR_DIR)", file=sys.stderr)
         return 2
-    methods = [resolve("model", m, precision=args.precision) for m in args.model]
-    name_clashing_models(methods, args.model)
+    baselines = args.baseline or ["persistence", "extrapolation", "extrapolation-smoothed"]
+    methods = resolve_all(comparison_specs(args.model, baselines), precision=args.precision)
+    variants = []  # of the first model, scored beside it
     if args.prob_match and args.model:
-        methods.append(resolve("model", args.model[0], precision=args.precision, prob_match=True))
+        variants.append(resolve("model", args.model[0], precision=args.precision, prob_match=True))
     if args.compare_bf16 and args.model:
-        low = resolve("model", args.model[0], precision="bf16")
-        low.name = f"{methods[0].name} (bf16)"
-        methods.append(low)
-    for name in args.baseline or ["persistence", "extrapolation", "extrapolation-smoothed"]:
-        methods.append(resolve(name))
+        variants.append(resolve("model", args.model[0], precision="bf16"))
+        variants[-1].name = f"{methods[0].name} (bf16)"
+    methods[len(args.model):len(args.model)] = variants
     start = time.time()
     result = evaluate(sequences(Path(args.radar_dir), args.data), methods, stride=args.stride)
     wall_time_s = round(time.time() - start, 1)

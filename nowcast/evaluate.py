@@ -18,6 +18,7 @@ import pickle
 import sys
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -115,12 +116,24 @@ class MethodSpec:
     name: str | None = None
 
     def build(self):
-
         method = resolve(self.spec, self.model, device=self.device, precision=self.precision,
                          prob_match=self.prob_match)
         if self.name is not None:
             method.name = self.name
         return method
+
+    @classmethod
+    def recipes(cls, specs, built, *, device: str = "auto", precision: str = "fp32",
+                prob_match: bool = False) -> list["MethodSpec"]:
+        """The methods that ``methods.resolve_all(specs, ...)`` built here, as recipes for workers, under the
+        names they have here (a checkpoint file by its absolute path: workers may run elsewhere)."""
+        recipes = []
+        for (spec, model), method in zip(specs, built):
+            if model is not None and Path(model).is_file():
+                model = str(Path(model).resolve())
+            recipes.append(cls(spec, model, device=device, precision=precision if spec == "model" else "fp32",
+                               prob_match=prob_match, name=method.name))
+        return recipes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -304,3 +304,54 @@ def _load_model(model: str | None, device: str, precision: str) -> ForecastMetho
     from .forecast import ModelForecaster
 
     return ModelForecaster.from_checkpoint(model or DEFAULT_MODEL_NAME, device=device, precision=precision)
+
+
+# ------------------------------------------------------------------------------------ method sets
+
+DEFAULT_MODEL_ALIAS = "default"  # in a list of models: the shipped default model
+
+
+def comparison_specs(models=(), baselines=()) -> list[tuple[str, str | None]]:
+    """(spec, model) pairs to score side by side: the models (``'default'`` = the shipped one), then the
+    baselines. Neither given: the default method, with persistence beside it (the reference every method must
+    beat)."""
+    specs = [(MODEL, None if _plain(name) == DEFAULT_MODEL_ALIAS else _plain(name)) for name in models or ()]
+    specs += [(_plain(name), None) for name in baselines or ()]
+    if not specs:
+        specs = [(default_spec(), None)]
+        if specs[0][0] != "persistence":
+            specs.append(("persistence", None))
+    return specs
+
+
+def _precision_for(spec: str, precision: str, models_asked: bool) -> str:
+    # a precision is for the models; baselines beside them run as they always do
+    return precision if spec == MODEL or not models_asked else "fp32"
+
+
+def check_specs(specs, precision: str = "fp32", prob_match: bool = False) -> None:
+    """Refuse a set of methods that cannot be scored together as asked, before anything is loaded."""
+    names = [model or spec for spec, model in specs]
+    if len(set(names)) != len(names):
+        raise NowcastError(f"the same method is named twice: {', '.join(names)}")
+    models_asked = any(spec == MODEL for spec, _ in specs)
+    for spec, model in specs:
+        check_spec(spec, model, _precision_for(spec, precision, models_asked), prob_match)
+
+
+def resolve_all(specs, *, device: str = "auto", precision: str = "fp32", prob_match: bool = False) -> list:
+    """Every (spec, model) pair built as one method; two checkpoints with one name are renamed after their
+    files, and the names that remain must differ."""
+    models_asked = any(spec == MODEL for spec, _ in specs)
+    methods = [resolve(spec, model, device=device, precision=_precision_for(spec, precision, models_asked),
+                       prob_match=prob_match) for spec, model in specs]
+    loaded = [(m, model) for (spec, model), m in zip(specs, methods) if spec == MODEL]
+    if len(loaded) > 1:
+        from .forecast import name_clashing_models  # torch: models are loaded already
+
+        name_clashing_models([m for m, _ in loaded], [model or DEFAULT_MODEL_ALIAS for _, model in loaded])
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise NowcastError(f"the same method is named twice: {', '.join(names)}")
+    return methods
+

@@ -225,3 +225,42 @@ def test_anvil_runs_and_follows_the_contract():
 def test_anvil_needs_four_frames():
     with pytest.raises(NowcastError, match="anvil needs at least 4 input frames, got 3"):
         Anvil()(moving_texture(frames=3), 2)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_comparison_defaults_come_from_the_registry_and_the_cli_scores_them(models_dir, tmp_path, flag):
+    """Neither models nor baselines: the default method and persistence beside it, as `nowcast evaluate` runs."""
+    import json
+
+    from nowcast import synthetic
+    from nowcast.cli import main
+
+    _tiny_checkpoint(models_dir / f"{DEFAULT_MODEL_NAME}.safetensors", default_method=flag)
+    specs = methods.comparison_specs()
+    assert specs == [(default_spec(), None), ("persistence", None)]
+    expected = [m.name for m in methods.resolve_all(specs)]
+    assert expected == ([DEFAULT_MODEL_NAME] if flag else ["extrapolation"]) + ["persistence"]
+    radar = tmp_path / "radar.nc"
+    synthetic.write_netcdf(synthetic.generate(n_frames=16, height=32, width=32, seed=3), radar)
+    assert main(["evaluate", str(radar), "--stride", "8", "--json", str(tmp_path / "s.json")]) == 0
+    assert list(json.loads((tmp_path / "s.json").read_text())["results"]) == expected
+
+
+def test_comparison_sets_are_checked_as_a_whole(models_dir, tmp_path, no_model_loading):
+    assert methods.comparison_specs(["default", "runs/a.safetensors"], ["persistence"]) == \
+        [("model", None), ("model", "runs/a.safetensors"), ("persistence", None)]
+    with pytest.raises(NowcastError, match="named twice"):
+        methods.check_specs([("persistence", None), ("persistence", None)])
+    # bf16 is for the models; baselines beside them run in fp32, baselines alone are refused it
+    methods.check_specs([("model", "x.safetensors"), ("extrapolation", None)], precision="bf16")
+    with pytest.raises(NowcastError, match="applies to models only"):
+        methods.check_specs([("extrapolation", None)], precision="bf16")
+
+
+def test_two_checkpoints_with_one_name_are_renamed_after_their_files(models_dir, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _tiny_checkpoint(tmp_path / "a" / "best.safetensors")
+    b = _tiny_checkpoint(tmp_path / "b" / "best.safetensors")
+    built = methods.resolve_all(methods.comparison_specs([str(a), str(b)], ["persistence"]))
+    assert [m.name for m in built] == [str(a), str(b), "persistence"]

@@ -11,8 +11,6 @@ from ..errors import NowcastError
 from .common import (DEVICE, OVERWRITE, PRECISION, PROB_MATCH, Reading, app, check_outputs, check_picture_path,
                      check_suffix, err, out, reads_radar, say)
 
-DEFAULT_MODEL = "default"
-
 
 @app.command(epilog="Examples:\n\n  nowcast evaluate archive/*.nc --baseline persistence "
                     "--baseline extrapolation --json scores.json --plot csi.png\n\n"
@@ -50,7 +48,8 @@ def evaluate(
     and the merged scores equal those of one process exactly.
     """
     from ..atomic import atomic_write_text
-    from ..evaluate import format_table, to_json
+    from ..evaluate import MethodSpec, format_table, to_json
+    from ..methods import check_specs, comparison_specs, resolve_all
 
     check_suffix(json_out, "--json", (".json",), "JSON")
     check_picture_path(plot, "--plot")
@@ -58,14 +57,14 @@ def evaluate(
     if scheduler is not None and workers > 1:
         raise NowcastError("give --workers or --scheduler, not both: with --scheduler the cluster's workers score")
     thr = _thresholds(thresholds)
-    specs = _method_specs(model, baseline)
-    _check_specs(specs, precision, prob_match)
+    specs = comparison_specs(model, baseline)
+    check_specs(specs, precision, prob_match)
     client = _connect(scheduler)  # an unreachable scheduler is refused before any file is read
     try:
         sequences = [(str(path), reading.open([path])) for path in data]
-        methods = _load_methods(specs, model, device, precision, prob_match)
-        if workers > 1 or client is not None:
-            methods = _portable_specs(specs, methods, device, precision, prob_match)
+        methods = resolve_all(specs, device=device, precision=precision, prob_match=prob_match)
+        if workers > 1 or client is not None:  # recipes: every worker builds its own
+            methods = MethodSpec.recipes(specs, methods, device=device, precision=precision, prob_match=prob_match)
         result = _run(sequences, methods, thr, input_frames, lead_frames, stride, workers, client)
     finally:
         if client is not None:
@@ -105,65 +104,8 @@ def _connect(address: str | None):
     return connect_scheduler(address)
 
 
-def _portable_specs(specs, methods, device: str, precision: str, prob_match: bool) -> list:
-    """The loaded methods as recipes each worker builds for itself, under the names they have here
-    (a checkpoint file by its absolute path: workers may run elsewhere)."""
-    from ..evaluate import MethodSpec
-
-    recipes = []
-    for (spec, model), method in zip(specs, methods):
-        if model is not None and Path(model).is_file():
-            model = str(Path(model).resolve())
-        recipes.append(MethodSpec(spec, model, device=device, precision=precision if spec == "model" else "fp32",
-                                  prob_match=prob_match, name=method.name))
-    return recipes
-
-
 def _thresholds(text: str) -> list[float]:
     try:
         return sorted({float(t) for t in text.split(",") if t.strip()})
     except ValueError:
         raise NowcastError(f"--thresholds {text!r} must be numbers separated by commas") from None
-
-
-def _method_specs(models, baselines) -> list[tuple]:
-    """(method, model) pairs for nowcast.methods: the models, then the baselines; none given: the default
-    method, then persistence beside it."""
-    from ..methods import default_spec
-
-    specs = [("model", None if name == DEFAULT_MODEL else name) for name in models or []]
-    specs += [(name, None) for name in baselines or []]
-    if not specs:
-        specs = [(default_spec(), None)]
-        if specs[0][0] != "persistence":
-            specs.append(("persistence", None))
-    return specs
-
-
-def _check_specs(specs, precision: str, prob_match: bool) -> None:
-    """Every method choice, refused before any file is read or model loaded."""
-    from ..methods import check_spec
-
-    names = [model or spec for spec, model in specs]
-    if len(set(names)) != len(names):
-        raise NowcastError(f"the same method is named twice: {', '.join(names)}")
-    models_asked = any(spec == "model" for spec, _ in specs)
-    for spec, model in specs:
-        # --precision is for the models; the baselines beside them run as they always do
-        check_spec(spec, model, precision if spec == "model" or not models_asked else "fp32", prob_match)
-
-
-def _load_methods(specs, model_names, device: str, precision: str, prob_match: bool) -> list:
-    from ..methods import resolve
-
-    methods = [resolve(spec, model, device=device, precision=precision if spec == "model" else "fp32",
-                       prob_match=prob_match) for spec, model in specs]
-    loaded_models = [m for (spec, _), m in zip(specs, methods) if spec == "model"]
-    if len(loaded_models) > 1:
-        from ..forecast import name_clashing_models
-
-        name_clashing_models(loaded_models, model_names)
-    names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        raise NowcastError(f"the same method is named twice: {', '.join(names)}")
-    return methods
