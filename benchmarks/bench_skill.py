@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nowcast.errors import NowcastWarning  # noqa: E402
-from nowcast.evaluate import evaluate, format_table, to_json  # noqa: E402
+from nowcast.cli.tables import score_table  # noqa: E402
+from nowcast.evaluate import evaluate, to_json  # noqa: E402
 from nowcast.methods import comparison_specs, resolve, resolve_all  # noqa: E402
 from nowcast.radar import open_radar  # noqa: E402
 
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     from rich.console import Console
 
     console = Console(width=160)
-    console.print(format_table(result))
+    console.print(score_table(result))
     for line in per_lead_lines(result):
         console.print(line, markup=False, highlight=False)
     extra = {"wall_time_s": wall_time_s, "data_set": args.data}

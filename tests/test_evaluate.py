@@ -10,7 +10,8 @@ import pytest
 import xarray as xr
 
 from nowcast.errors import NowcastError
-from nowcast.evaluate import evaluate, format_table, to_json
+from nowcast.cli.tables import score_table
+from nowcast.evaluate import evaluate, to_json
 from nowcast.methods import Persistence
 
 T0 = np.datetime64("2024-05-01T12:00", "ns")
@@ -144,11 +145,11 @@ def test_bad_methods_are_reported():
         evaluate([("s", moving_blob(15))], [Persistence(), Persistence()])
 
 
-def test_format_table_bolds_the_best():
+def test_score_table_bolds_the_best():
     from rich.console import Console
 
     result = evaluate([("blob", moving_blob(16))], [Persistence(), Shifted()], thresholds=(30, 40, 50, 60))
-    table = format_table(result)
+    table = score_table(result)
     headers = [c.header for c in table.columns]
     assert headers[:5] == ["method", "CSI≥30", "CSI≥40", "CSI≥50", "CSI≥60"]
     assert "POD≥50" in headers and "FAR≥50" in headers  # the middle threshold

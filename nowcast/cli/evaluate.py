@@ -48,8 +48,9 @@ def evaluate(
     and the merged scores equal those of one process exactly.
     """
     from ..atomic import atomic_write_text
-    from ..evaluate import MethodSpec, format_table, to_json
+    from ..evaluate import MethodSpec, to_json
     from ..methods import check_specs, comparison_specs, resolve_all
+    from .tables import score_table
 
     check_suffix(json_out, "--json", (".json",), "JSON")
     check_picture_path(plot, "--plot")
@@ -69,7 +70,7 @@ def evaluate(
     finally:
         if client is not None:
             client.close()
-    out.print(format_table(result))
+    out.print(score_table(result))
     if json_out is not None:
         atomic_write_text(json_out, to_json(result), overwrite=overwrite)
         say(f"wrote {json_out}")

@@ -1,0 +1,64 @@
+"""Score tables for the terminal: an evaluation result as a rich Table (presentation only; the scores come
+from ``nowcast.evaluate``)."""
+
+from __future__ import annotations
+
+import math
+
+from rich.markup import escape
+from rich.table import Table
+
+from ..evaluate import EvaluationResult
+from ..verify import threshold_key
+
+
+# columns of the table: (header, getter of a MethodResult, higher_is_better)
+def _columns(result: EvaluationResult):
+    keys = [threshold_key(t) for t in result.thresholds]
+    mid = keys[len(keys) // 2]  # POD and FAR at the middle threshold keep the table narrow
+    cols = [(f"CSI≥{k}", lambda m, k=k: m.scores.at(k).csi, True) for k in keys]
+    cols += [
+        (f"POD≥{mid}", lambda m: m.scores.at(mid).pod, True),
+        (f"FAR≥{mid}", lambda m: m.scores.at(mid).far, False),
+        ("GDL", lambda m: m.scores.gdl, False),
+        ("MSE", lambda m: m.scores.mse, False),
+        ("MAE", lambda m: m.scores.mae, False),
+        ("SSIM", lambda m: m.scores.ssim, True),
+        ("s/window", lambda m: m.seconds_per_window, False),
+    ]
+    return cols
+
+
+def _value(x):
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+def score_table(result: EvaluationResult, title: str | None = None) -> Table:
+    """A rich Table: one row per method; CSI at every threshold, POD and FAR at the middle threshold,
+    GDL, MSE, MAE (dBZ), SSIM and seconds per window; the best value in each column in bold."""
+    if title is None:
+        step = result.time_step_minutes
+        step_txt = f", {step:g} min steps" if isinstance(step, (int, float)) else ""
+        title = (f"{result.windows} windows ({result.input_frames} -> {result.lead_frames} frames"
+                 f"{step_txt}); thresholds in dBZ, MSE/MAE in dBZ")
+    table = Table(title=title)
+    table.add_column("method")
+    cols = _columns(result)
+    for header, _, _ in cols:
+        table.add_column(header, justify="right")
+    values = [[_value(get(m)) for _, get, _ in cols] for m in result.methods]
+    best = []
+    for j, (_, _, higher) in enumerate(cols):
+        finite = [v[j] for v in values if v[j] is not None]
+        best.append((max(finite) if higher else min(finite)) if finite else None)
+    for m, vals in zip(result.methods, values):
+        cells = []
+        for j, v in enumerate(vals):
+            if v is None:
+                cells.append("–")
+                continue
+            digits = 2 if cols[j][0] in ("MSE", "MAE") else 4 if cols[j][0] == "s/window" else 3
+            text = f"{v:.{digits}f}"
+            cells.append(f"[bold]{text}[/bold]" if len(values) > 1 and v == best[j] else text)
+        table.add_row(escape(m.name), *cells)  # a model path may hold [brackets]
+    return table
