@@ -155,6 +155,11 @@ class CategoricalScores:
         return {name: getattr(self, name) for name in CATEGORICAL_SCORES}
 
 
+def pooled_score(name: str) -> property:
+    """A score over all leads, read from the ``pooled`` scores (``scores.csi`` for ``scores.pooled.csi``)."""
+    return property(lambda self: getattr(self.pooled, name), doc=f"{name}, pooled over leads (float)")
+
+
 @dataclass(frozen=True)
 class ThresholdScores:
     """The contingency scores at one threshold: counts per lead, and scores pooled and per lead."""
@@ -179,21 +184,10 @@ class ThresholdScores:
     def per_lead(self) -> tuple[CategoricalScores, ...]:
         return tuple(c.scores() for c in self.counts_per_lead)
 
-    @property
-    def csi(self) -> float:
-        return self.pooled.csi
-
-    @property
-    def pod(self) -> float:
-        return self.pooled.pod
-
-    @property
-    def far(self) -> float:
-        return self.pooled.far
-
-    @property
-    def bias(self) -> float:
-        return self.pooled.bias
+    csi = pooled_score("csi")
+    pod = pooled_score("pod")
+    far = pooled_score("far")
+    bias = pooled_score("bias")
 
     def lead_values(self, name: str) -> tuple[float, ...]:
         """One categorical score ('csi', 'pod', 'far' or 'bias') per lead."""
@@ -237,21 +231,10 @@ class Scores:
                 return t
         raise ValueError(f"no scores at threshold {threshold!r}; thresholds: {[t.key for t in self.categorical]}")
 
-    @property
-    def gdl(self) -> float:
-        return self.pooled.gdl
-
-    @property
-    def mse(self) -> float:
-        return self.pooled.mse
-
-    @property
-    def mae(self) -> float:
-        return self.pooled.mae
-
-    @property
-    def ssim(self) -> float:
-        return self.pooled.ssim
+    gdl = pooled_score("gdl")
+    mse = pooled_score("mse")
+    mae = pooled_score("mae")
+    ssim = pooled_score("ssim")
 
     def lead_values(self, name: str, threshold=None) -> tuple[float, ...]:
         """One score per lead: a continuous score, or a categorical one at `threshold`."""
