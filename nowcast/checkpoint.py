@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -168,11 +169,32 @@ def _check_weights(model: torch.nn.Module, tensors: dict, path: Path) -> None:
         raise NowcastError("config does not match weights: " + "; ".join(problems[:6]), path)
 
 
-def load_model(name_or_path, device="cpu"):
-    """Load a checkpoint by name (models dir) or path -> (model in eval mode, info dict).
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checkpoint loaded: the network (eval mode) and what the file says about it.
+
+    Unpacks as ``model, info = load_model(...)``, ``info`` being the same facts as a dict."""
+
+    model: torch.nn.Module
+    name: str  # the file's stem
+    path: str
+    config: ModelConfig
+    meta: dict
+    sha256: str
+
+    @property
+    def info(self) -> dict:
+        return {"name": self.name, "path": self.path, "config": self.config, "meta": self.meta,
+                "sha256": self.sha256}
+
+    def __iter__(self):
+        return iter((self.model, self.info))
+
+
+def load_model(name_or_path, device="cpu") -> LoadedModel:
+    """Load a checkpoint by name (models dir) or path.
 
     device: "cpu", "cuda", "cuda:1", ... or "auto" (CUDA when available).
-    info: {"name": file stem, "path": str, "config": ModelConfig, "meta": dict, "sha256": hex}.
     """
     path = resolve_model_path(name_or_path)
     digest = _sha256(path)
@@ -187,5 +209,4 @@ def load_model(name_or_path, device="cpu"):
     with torch.no_grad():
         model.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True)
     model.to(resolve_device(device)).eval()
-    info = {"name": path.stem, "path": str(path), "config": config, "meta": meta, "sha256": digest}
-    return model, info
+    return LoadedModel(model, path.stem, str(path), config, meta, digest)

@@ -46,6 +46,12 @@ def test_round_trip_bit_identical(tiny_ckpt):
     with torch.no_grad():
         assert torch.equal(model.eval()(x, 4), loaded(x, 4))
     assert not loaded.training
+    # the same as attributes of the LoadedModel that unpacked into (loaded, info) above
+    result = load_model(path)
+    assert (result.name, result.config, result.meta, result.path) == (info["name"], cfg, info["meta"], info["path"])
+    assert len(result.sha256) == 64 and result.info == info
+    with torch.no_grad():
+        assert torch.equal(result.model(x, 4), loaded(x, 4))
 
 
 def test_no_temp_files_left(tiny_ckpt):
