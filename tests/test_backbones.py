@@ -249,3 +249,24 @@ def test_visualize_trend_of_a_mim_model(mim_run, tmp_path):
     with xr.open_dataset(nc) as ds:
         assert ds.sizes == {"y": 16, "x": 16} and np.isfinite(ds["dx"].values).all()
     assert png.stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", backbones.names())
+def test_every_backbone_trains_from_the_command_line_then_predicts(backbone, tmp_path):
+    """The must-show of the backbone issue for each one: train 2 iterations, then forecast with best.safetensors
+    (MotionRNN form where the backbone has one, in the Lagrangian frame, as the shipped model)."""
+    import xarray as xr
+
+    out = tmp_path / backbone
+    motion = ["--no-motion"] if backbones.is_standalone(backbone) else ["--motion"]
+    assert main(["train", str(SAMPLE), "--out", str(out), "--backbone", backbone, *motion, "--frame", "lagrangian",
+                 "--iterations", "2", "--layers", "2", "--hidden", "8", "--kernel", "3", "--patch", "4",
+                 "--crop", "32", "--batch-size", "2", "--coarsen", "1", "--time-strides", "1",
+                 "--val", str(SAMPLE), "--val-every", "2", "--val-stride", "8", "--baselines", "none",
+                 "--device", "cpu", "--seed", "2"]) == 0
+    fc = tmp_path / "fc.nc"
+    assert main(["predict", str(SAMPLE), "--model", str(out / "best.safetensors"), "-o", str(fc)]) == 0
+    with xr.open_dataset(fc) as ds:
+        assert ds["reflectivity"].sizes["time"] == 10 and np.isfinite(ds["reflectivity"].values).any()
+    assert load_model(out / "best.safetensors").config.backbone == backbone
