@@ -9,7 +9,7 @@ from . import tiling
 from .checkpoint import load_model
 from .errors import NowcastError
 from .forecast_method import ForecastMethod, as_batch
-from .motion import displacements, estimate_motion, inside, warp
+from .motion import estimate_motion
 from .runtime import autocast, autocast_dtype, normalize_precision, resolve_device
 from .units import dbz_to_unit, unit_to_dbz
 
@@ -20,18 +20,6 @@ def _check_tiling(value, what: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise NowcastError(f"{what} must be a whole number of pixels, 0 or more, got {value!r}")
     return int(value)
-
-
-def _advect(frames: torch.Tensor, disp: torch.Tensor, leads) -> torch.Tensor:
-    """Frame j of (B, N, H, W) advected by leads[j] steps along displacements (B, steps, 2, H, W).
-
-    As ``motion.advect_frames`` (lead 0 unchanged), one frame at a time: on a large grid a single
-    call would hold every lead's sampling grid at once.
-    """
-    out = []
-    for j, k in enumerate(leads):
-        out.append(frames[:, j] if k == 0 else warp(frames[:, j], disp[:, k - 1]))
-    return torch.stack(out, 1)
 
 
 def name_clashing_models(forecasters, sources) -> None:
@@ -120,25 +108,27 @@ class ModelForecaster(ForecastMethod):
         return tiling.run_tiled(lambda window: self.model(window, n_out), frames, n_out, tile_list)
 
     def _run(self, xb: torch.Tensor, vb: torch.Tensor | None, n_out: int):
-        """Forecast (B, n_out, H, W) on the [0, 1] scale and where it has a source (None: everywhere)."""
+        """Forecast (B, n_out, H, W) on the [0, 1] scale and where it has a source (None: everywhere).
+        A Lagrangian model advects around the network, which alone runs in tiles."""
         if vb is None:
             return self._network(xb, n_out), None
-        # Lagrangian: what LagrangianFrame.forward does, with the network alone free to run in tiles.
-        # One set of trajectories serves both ways (D_k is the same whether a frame goes in or out).
-        disp = displacements(vb, max(n_out, xb.shape[1] - 1))
-        lagrangian = _advect(xb, disp, range(xb.shape[1] - 1, -1, -1))
-        out = _advect(self._network(lagrangian, n_out), disp, range(1, n_out + 1))
-        return out, inside(disp[:, :n_out])
+        return self.model.around_network(xb, vb, n_out, lambda lagrangian: self._network(lagrangian, n_out))
 
     def _run_capturing(self, xb: torch.Tensor, vb: torch.Tensor | None, n_out: int):
         """As _run on the whole grid, keeping the MotionGRU states (predict_with_motion)."""
-        extra = {} if vb is None else {"motion": vb}
-        out, motion = self.model(xb, n_out, return_motion=True, **extra)
-        captured = {k: v.float().cpu().numpy() for k, v in motion.items()}
+        states = []
+
+        def network(frames):
+            res, motion = self.model(frames, n_out, return_motion=True)
+            states.append(motion)
+            return res
+
+        out, ok = (network(xb), None) if vb is None else self.model.around_network(xb, vb, n_out, network)
+        captured = {k: v.float().cpu().numpy() for k, v in states[0].items()}
         if vb is not None:
             captured["flow"] = vb.cpu().numpy()
         self._capture.append(captured)
-        return out, (None if vb is None else inside(displacements(vb.float(), n_out)))
+        return out, ok
 
     def _forecast_batch(self, batch: np.ndarray, n_out: int) -> np.ndarray:
         x = dbz_to_unit(batch[:, -self.input_frames :])

@@ -161,12 +161,16 @@ def extrapolate(frame: torch.Tensor, velocity: torch.Tensor, steps: int) -> tupl
     return out, inside(disp)
 
 
-def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads) -> tuple[torch.Tensor, torch.Tensor]:
+def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads,
+                  disp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Advect frame j of (B, N, H, W) by ``leads[j]`` steps of ``velocity`` (B, 2, H, W) (0 = unchanged).
 
     Returns the advected frames and where they have a source on the grid (bool, same shape). The three uses:
     past frames into Lagrangian coordinates (leads N-1 .. 0), a Lagrangian forecast back onto the grid
     (leads 1 .. N), and observed future frames into Lagrangian coordinates (``-velocity``, leads 1 .. N).
+    ``disp``: ``displacements(velocity, S)`` with S >= max(leads), when the caller has them already (one set
+    serves the past frames and the forecast). Frames are warped one at a time, so a large grid never holds
+    every lead's sampling grid at once.
     """
     leads = [int(k) for k in leads]
     if len(leads) != frames.shape[1]:
@@ -175,14 +179,17 @@ def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads) -> tuple[
         raise ValueError("leads must not be negative")
     b, n, h, w = frames.shape
     most = max(leads)
-    disp = displacements(velocity, most) if most else velocity.new_zeros(b, 0, 2, h, w)
+    if disp is None:
+        disp = displacements(velocity, most) if most else velocity.new_zeros(b, 0, 2, h, w)
+    elif disp.shape[1] < most:
+        raise ValueError(f"{disp.shape[1]} displacement steps for a lead of {most}")
     # lead 0 is the identity: a zero displacement
-    disp = torch.cat([velocity.new_zeros(b, 1, 2, h, w).float(), disp], 1)[:, leads]  # (B, N, 2, H, W)
-    flat = disp.reshape(b * n, 2, h, w)
-    out = warp(frames.reshape(b * n, h, w), flat).reshape(b, n, h, w)
+    disp = torch.cat([velocity.new_zeros(b, 1, 2, h, w).float(), disp[:, :most].float()], 1)[:, leads]
     # lead 0 exactly unchanged (the bilinear round trip through normalised coordinates is not bit-exact)
-    still = torch.tensor([k == 0 for k in leads], device=frames.device).view(1, n, 1, 1)
-    return torch.where(still, frames.to(out.dtype), out), inside(disp)
+    warped = {j: warp(frames[:, j], disp[:, j]) for j, k in enumerate(leads) if k != 0}
+    dtype = next(iter(warped.values())).dtype if warped else frames.dtype
+    out = [warped[j] if j in warped else frames[:, j].to(dtype) for j in range(n)]
+    return torch.stack(out, 1), inside(disp)
 
 
 @contextlib.contextmanager

@@ -44,18 +44,33 @@ class LagrangianFrame:
         if motion is None:
             return super().forward(frames, n_out, truth=truth, sampling_mask=sampling_mask,
                                    return_motion=return_motion)
-        if frames.dim() != 4:
-            raise ValueError(f"a lagrangian model reads (B, T, H, W) frames, got {tuple(frames.shape)}")
         n_out = self.config.output_frames if n_out is None else int(n_out)
-        steps = frames.shape[1]
-        lagrangian, _ = advection.advect_frames(frames, motion, range(steps - 1, -1, -1))
         if truth is not None:
             truth, _ = advection.advect_frames(truth, -motion, range(1, truth.shape[1] + 1))
-        res = super().forward(lagrangian, n_out, truth=truth, sampling_mask=sampling_mask,
-                              return_motion=return_motion)
-        future = res[0] if return_motion else res
-        out, _ = advection.advect_frames(future, motion, range(1, n_out + 1))
-        return (out, res[1]) if return_motion else out
+        states = []
+
+        def network(lagrangian):
+            res = super(LagrangianFrame, self).forward(lagrangian, n_out, truth=truth, sampling_mask=sampling_mask,
+                                                       return_motion=return_motion)
+            if return_motion:
+                res, motion_states = res
+                states.append(motion_states)
+            return res
+
+        out, _ = self.around_network(frames, motion, n_out, network)
+        return (out, states[0]) if return_motion else out
+
+    def around_network(self, frames, motion, n_out: int, network):
+        """Advect (B, T, H, W) frames into Lagrangian coordinates along ``motion``, forecast them with
+        ``network`` (Lagrangian frames -> Lagrangian forecast (B, n_out, H, W)), and advect each forecast frame
+        out by its lead. Returns (forecast on the grid, where it has a source). One set of trajectories serves
+        both ways; the forecaster passes a tiled ``network`` on large grids."""
+        if frames.dim() != 4:
+            raise ValueError(f"a lagrangian model reads (B, T, H, W) frames, got {tuple(frames.shape)}")
+        steps = frames.shape[1]
+        disp = advection.displacements(motion, max(n_out, steps - 1))
+        lagrangian, _ = advection.advect_frames(frames, motion, range(steps - 1, -1, -1), disp=disp)
+        return advection.advect_frames(network(lagrangian), motion, range(1, n_out + 1), disp=disp)
 
 
 class LagrangianMotionRNN(LagrangianFrame, MotionRNN):
