@@ -25,7 +25,7 @@ import numpy as np
 
 from . import strict_json
 from .errors import MissingDependencyError, NowcastError
-from .methods import resolve
+from .methods import MODEL, precision_for, resolve
 from .verify import DEFAULT_THRESHOLDS, ScoreAccumulator, Scores, normalize_thresholds
 from .windows import WindowSet, iter_windows
 
@@ -127,11 +127,12 @@ class MethodSpec:
                 prob_match: bool = False) -> list["MethodSpec"]:
         """The methods that ``methods.resolve_all(specs, ...)`` built here, as recipes for workers, under the
         names they have here (a checkpoint file by its absolute path: workers may run elsewhere)."""
+        models_asked = any(spec == MODEL for spec, _ in specs)
         recipes = []
         for (spec, model), method in zip(specs, built):
             if model is not None and Path(model).is_file():
                 model = str(Path(model).resolve())
-            recipes.append(cls(spec, model, device=device, precision=precision if spec == "model" else "fp32",
+            recipes.append(cls(spec, model, device=device, precision=precision_for(spec, precision, models_asked),
                                prob_match=prob_match, name=method.name))
         return recipes
 

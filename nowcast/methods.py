@@ -253,10 +253,12 @@ def _plain(option):
     return None if option is None else str(getattr(option, "value", option))
 
 
-def check_spec(spec: str | None, model: str | None, precision: str = "fp32", prob_match: bool = False) -> None:
+def check_spec(spec: str | None, model: str | None, precision: str = "fp32", prob_match: bool = False,
+               tile_size: int | None = None) -> None:
     """Refuse, before anything is loaded, a method choice that cannot run as asked (NowcastError).
 
-    prob_match applies to every method, so it is never refused. Enum members count as their values.
+    prob_match applies to every method, so it is never refused; precision and tile_size are for models.
+    Enum members count as their values.
     """
     spec, model, precision = _plain(spec), _plain(model), _plain(precision)
     if spec is not None and spec not in method_names():
@@ -273,6 +275,10 @@ def check_spec(spec: str | None, model: str | None, precision: str = "fp32", pro
         if baseline is not None:
             which = f"the {baseline} method" if spec is not None else f"the default method, {baseline}"
             raise NowcastError(f"--precision {precision} applies to models only, not to {which}")
+    if tile_size is not None:
+        baseline = baseline_in_use(spec, model)
+        if baseline is not None:
+            raise NowcastError(f"--tile-size applies to models only, not to the {baseline} method")
 
 
 def resolve(
@@ -282,28 +288,31 @@ def resolve(
     device: str = "auto",
     precision: str = "fp32",
     prob_match: bool = False,
+    tile_size: int | None = None,
 ) -> ForecastMethod:
     """The forecast method that spec (a name from method_names()) and model (a checkpoint name or path) ask for.
 
     Neither given: default_spec(). spec 'model' or a model given: the trained network (the shipped default
-    model when no model is named). prob_match wraps the method in ProbabilityMatched.
+    model when no model is named), its network run in tiles of ``tile_size`` (``ModelForecaster``).
+    prob_match wraps the method in ProbabilityMatched.
     """
-    check_spec(spec, model, precision, prob_match)
+    check_spec(spec, model, precision, prob_match, tile_size)
     spec, model, precision = _plain(spec), _plain(model), _plain(precision)
     if spec is None and model is None:
         spec = default_spec()
     if model is not None or spec == MODEL:
-        method = _load_model(model, device, precision)
+        method = _load_model(model, device, precision, tile_size)
     else:
         method = BUILTIN_METHODS[spec]()
     return ProbabilityMatched(method) if prob_match else method
 
 
-def _load_model(model: str | None, device: str, precision: str) -> ForecastMethod:
+def _load_model(model: str | None, device: str, precision: str, tile_size: int | None = None) -> ForecastMethod:
     from .checkpoint import DEFAULT_MODEL_NAME  # torch-based: imported only when a model is wanted
     from .forecast import ModelForecaster
 
-    return ModelForecaster.from_checkpoint(model or DEFAULT_MODEL_NAME, device=device, precision=precision)
+    return ModelForecaster.from_checkpoint(model or DEFAULT_MODEL_NAME, device=device, precision=precision,
+                                           tile_size=tile_size)
 
 
 # ------------------------------------------------------------------------------------ method sets
@@ -324,7 +333,7 @@ def comparison_specs(models=(), baselines=()) -> list[tuple[str, str | None]]:
     return specs
 
 
-def _precision_for(spec: str, precision: str, models_asked: bool) -> str:
+def precision_for(spec: str, precision: str, models_asked: bool) -> str:
     # a precision is for the models; baselines beside them run as they always do
     return precision if spec == MODEL or not models_asked else "fp32"
 
@@ -336,14 +345,14 @@ def check_specs(specs, precision: str = "fp32", prob_match: bool = False) -> Non
         raise NowcastError(f"the same method is named twice: {', '.join(names)}")
     models_asked = any(spec == MODEL for spec, _ in specs)
     for spec, model in specs:
-        check_spec(spec, model, _precision_for(spec, precision, models_asked), prob_match)
+        check_spec(spec, model, precision_for(spec, precision, models_asked), prob_match)
 
 
 def resolve_all(specs, *, device: str = "auto", precision: str = "fp32", prob_match: bool = False) -> list:
     """Every (spec, model) pair built as one method; two checkpoints with one name are renamed after their
     files, and the names that remain must differ."""
     models_asked = any(spec == MODEL for spec, _ in specs)
-    methods = [resolve(spec, model, device=device, precision=_precision_for(spec, precision, models_asked),
+    methods = [resolve(spec, model, device=device, precision=precision_for(spec, precision, models_asked),
                        prob_match=prob_match) for spec, model in specs]
     loaded = [(m, model) for (spec, model), m in zip(specs, methods) if spec == MODEL]
     if len(loaded) > 1:

@@ -63,6 +63,14 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
+def autocast_active(device_type: str) -> bool:
+    """Whether an autocast region is open for this device type here."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 asks per device
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 def autocast(precision, device):
     """A context manager running its block in ``precision`` on ``device`` (a no-op for fp32)."""
     dev = torch.device(device)

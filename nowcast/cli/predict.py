@@ -69,8 +69,7 @@ def predict(
     from ..methods import check_spec
 
     _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite)
-    check_spec(method, model, precision, prob_match)
-    _check_tile_size(tile_size, method, model)
+    check_spec(method, model, precision, prob_match, tile_size)
     if output_units is not None:
         parse_output_units(output_units)
     seq = reading.open(inputs)
@@ -81,14 +80,6 @@ def predict(
                              reading)
     _forecast_and_write(seq, label, observed, method, model, leads, output_units, output, plot, animate,
                         plot_motion, save_motion, prob_match, device, precision, overwrite, tile_size)
-
-
-def _check_tile_size(tile_size, method, model) -> None:
-    from ..methods import baseline_in_use
-
-    baseline = None if tile_size is None else baseline_in_use(method, model)
-    if baseline is not None:
-        raise NowcastError(f"--tile-size applies to models only, not to the {baseline} method")
 
 
 def _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite) -> None:
@@ -131,9 +122,8 @@ def _forecast_and_write(seq, label, observed, method, model, leads, output_units
     from ..methods import resolve
     from ..radar import last_regular_frames
 
-    fc_method = resolve(method, model, device=device, precision=precision, prob_match=prob_match)
-    if tile_size is not None:  # a model (checked above); through the probability-matching wrapper
-        getattr(fc_method, "inner", fc_method).tile_size = tile_size
+    fc_method = resolve(method, model, device=device, precision=precision, prob_match=prob_match,
+                        tile_size=tile_size)
     past = last_regular_frames(seq, max(fc_method.input_frames, 2), label)
     step_min = float(seq.attrs.get("time_step_seconds", float("nan"))) / 60.0
     for line in _caveats(fc_method, leads, step_min):

@@ -12,14 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import autocast_active
 from .config import ModelConfig
-
-
-def _autocast_on(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 asks per device
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
 class FrameNetwork(nn.Module):
@@ -33,7 +27,7 @@ class FrameNetwork(nn.Module):
 
     def forward(self, frames, n_out=None, truth=None, sampling_mask=None, return_motion: bool = False):
         args = (frames, n_out, truth, sampling_mask, return_motion)
-        if torch.is_inference_mode_enabled() and _autocast_on(frames.device.type):
+        if torch.is_inference_mode_enabled() and autocast_active(frames.device.type):
             # Autocast keeps its low-precision copies of the weights for the whole call only outside inference
             # mode; inside it, every convolution of every step casts its weights again (a fifth of a bf16
             # forecast at 64x64). no_grad gives the same numbers without that.
