@@ -71,8 +71,8 @@ class ModelForecaster(ForecastMethod):
         dev = resolve_device(device)
         model, info = load_model(name_or_path, device=dev)
         if dev.type == "cpu" and hasattr(model, "use_channels_last"):
-            # oneDNN's CPU convolutions run NHWC 10-20 % faster on radar grids (same numbers to ~1e-5 dBZ);
-            # only for a model loaded here: one handed in (a training run's) keeps its layout
+            # under bf16, oneDNN's CPU convolutions run NHWC about twice as fast (benchmarks/model_speed.json);
+            # fp32 is level. Only for a model loaded here: one handed in (a training run's) keeps its layout
             model.use_channels_last(True)
         return cls(model, info, device=dev, **kwargs)
 

@@ -63,8 +63,8 @@ def _lucas_kanade(frames: np.ndarray, method: str) -> np.ndarray:
     filled = np.nan_to_num(frames, nan=DBZ_FLOOR)
     extra = {}
     if method.lower() in ("lk", "lucaskanade"):
-        # pysteps' dense interpolation takes ~1.2 kB a pixel in one piece (its own chunking is lost after
-        # two calls): a 2200 x 1900 grid would need 5 GB. Chunks give the same field in bounded memory.
+        # pysteps interpolates the sparse vectors onto the whole grid in one piece (its own chunking is lost
+        # after two calls), so its memory grows with the grid; explicit chunks give the same field.
         per_axis = max(1, math.ceil(math.sqrt(filled[0].size / LK_CHUNK_PIXELS)))
         extra["interp_kwargs"] = {"nchunks": per_axis * per_axis}
     with warnings.catch_warnings():

@@ -50,9 +50,8 @@ class FrameNetwork(nn.Module):
     def use_channels_last(self, enabled: bool = True):
         """Keep weights and activations in NHWC, which oneDNN's CPU convolutions prefer (a speed switch only).
 
-        Under bf16 autocast on a CPU with AMX it about halves a MotionRNN forecast's time (64x64 and 256x256
-        frames) and gives the same numbers as NCHW bf16; in fp32 it gains nothing measurable and changes the last
-        bits (about 3e-7)."""
+        Under bf16 autocast on a CPU it about halves a MotionRNN forecast's time (64x64 frames,
+        benchmarks/model_speed.json); in fp32 it gains nothing measurable and changes the last bits."""
         fmt = torch.channels_last if enabled else torch.contiguous_format
         for mod in self.modules():
             if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
