@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--prob-match", action="store_true",
                     help="also score the first model with probability matching to the last observation")
+    ap.add_argument("--raw", action="store_true",
+                    help="also score the first model without its card's post-processing (lead smoothing 0)")
     ap.add_argument("--compare-bf16", action="store_true",
                     help="also score the first model under bf16 autocast, and print how far its pooled CSI moves")
     ap.add_argument("--json", type=Path, help="write the evaluate() result here")
@@ -85,6 +87,9 @@ def main(argv=None) -> int:
     variants = []  # of the first model, scored beside it
     if args.prob_match and args.model:
         variants.append(resolve("model", args.model[0], precision=args.precision, prob_match=True))
+    if args.raw and args.model:
+        variants.append(resolve("model", args.model[0], precision=args.precision, lead_smoothing=0))
+        variants[-1].name = f"{methods[0].name} (network only)"
     if args.compare_bf16 and args.model:
         variants.append(resolve("model", args.model[0], precision="bf16"))
         variants[-1].name = f"{methods[0].name} (bf16)"

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import strict_json
 from .errors import MissingDependencyError, NowcastError
-from .methods import MODEL, precision_for, resolve
+from .methods import MODEL, precision_for, resolve, smoothing_for
 from .verify import DEFAULT_THRESHOLDS, ScoreAccumulator, Scores, normalize_thresholds
 from .windows import WindowSet, iter_windows
 
@@ -114,17 +114,18 @@ class MethodSpec:
     precision: str = "fp32"
     prob_match: bool = False
     name: str | None = None
+    lead_smoothing: float | None = None
 
     def build(self):
         method = resolve(self.spec, self.model, device=self.device, precision=self.precision,
-                         prob_match=self.prob_match)
+                         prob_match=self.prob_match, lead_smoothing=self.lead_smoothing)
         if self.name is not None:
             method.name = self.name
         return method
 
     @classmethod
     def recipes(cls, specs, built, *, device: str = "auto", precision: str = "fp32",
-                prob_match: bool = False) -> list["MethodSpec"]:
+                prob_match: bool = False, lead_smoothing: float | None = None) -> list["MethodSpec"]:
         """The methods that ``methods.resolve_all(specs, ...)`` built here, as recipes for workers, under the
         names they have here (a checkpoint file by its absolute path: workers may run elsewhere)."""
         models_asked = any(spec == MODEL for spec, _ in specs)
@@ -133,7 +134,8 @@ class MethodSpec:
             if model is not None and Path(model).is_file():
                 model = str(Path(model).resolve())
             recipes.append(cls(spec, model, device=device, precision=precision_for(spec, precision, models_asked),
-                               prob_match=prob_match, name=method.name))
+                               prob_match=prob_match, name=method.name,
+                               lead_smoothing=smoothing_for(spec, lead_smoothing, models_asked)))
         return recipes
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import tiling
+from . import postprocess, tiling
 from .checkpoint import load_model
 from .errors import NowcastError
-from .forecast_method import ForecastMethod, as_batch
+from .forecast_method import ForecastMethod, as_batch, nodata_mask
 from .motion import estimate_motion
 from .runtime import autocast, autocast_dtype, normalize_precision, resolve_device
 from .units import dbz_to_unit, unit_to_dbz
@@ -20,6 +20,14 @@ def _check_tiling(value, what: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise NowcastError(f"{what} must be a whole number of pixels, 0 or more, got {value!r}")
     return int(value)
+
+
+def _smoothing(value, source) -> float:
+    """A lead-smoothing width (pixels of sigma per lead) as a float >= 0, or a NowcastError naming its source."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value < 0:
+        raise NowcastError(f"lead smoothing must be a number of pixels, 0 or more, got {value!r}", source)
+    return float(value)
 
 
 def name_clashing_models(forecasters, sources) -> None:
@@ -45,10 +53,14 @@ class ModelForecaster(ForecastMethod):
     model's pad multiple), each computed with ``tile_halo`` pixels of neighbours (default
     ``tiling.halo_for``) and blended. A Lagrangian model's flow and advection always use the whole grid:
     only the network, which works in the Lagrangian frame, runs per tile.
+
+    lead_smoothing: the Gaussian width, in pixels per lead, of ``postprocess.lead_smoothing`` applied to the
+    network's forecast (linear Z, sigma = lead x width); None (default) takes the checkpoint's own
+    ``lead_smoothing_px`` (its card's recipe; absent = 0), 0 gives the network's forecast untouched.
     """
 
     def __init__(self, model, info: dict, device=None, batch_size: int = 8, precision: str = "fp32",
-                 tile_size: int | None = None, tile_halo: int | None = None):
+                 tile_size: int | None = None, tile_halo: int | None = None, lead_smoothing: float | None = None):
         if batch_size < 1:
             raise NowcastError(f"batch_size must be at least 1, got {batch_size}")
         self.info = info
@@ -62,6 +74,9 @@ class ModelForecaster(ForecastMethod):
         self.batch_size = int(batch_size)
         self.tile_size = _check_tiling(tile_size, "tile_size")
         self.tile_halo = _check_tiling(tile_halo, "tile_halo")
+        if lead_smoothing is None:
+            lead_smoothing = _smoothing((info.get("meta") or {}).get("lead_smoothing_px", 0.0), info.get("path"))
+        self.lead_smoothing = _smoothing(lead_smoothing, None)
         self._capture = None
         # radar pixels per encoded-grid pixel of the motion offsets (patch size x encoder stride)
         self.motion_scale = int(self.config.patch_size) * 2
@@ -146,6 +161,12 @@ class ModelForecaster(ForecastMethod):
         out = unit_to_dbz(np.concatenate(outs, 0))
         if valid:  # trajectories from beyond the grid have no source: no data, as in extrapolation
             out[~np.concatenate(valid, 0)] = np.nan
+        if self.lead_smoothing > 0:
+            # the recipe the checkpoint's card chose on validation windows: smaller scales, less predictable
+            # with lead, are spread as an ensemble mean would (nowcast.postprocess.lead_smoothing). Pixels
+            # without data (as the caller will mask them) must not leak into the averages.
+            out[np.broadcast_to(nodata_mask(batch)[:, None], out.shape)] = np.nan
+            out = np.stack([postprocess.lead_smoothing(fc, self.lead_smoothing) for fc in out])
         return out
 
     def predict_with_motion(self, inputs, n_out: int = 10):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import math
 import warnings
 
 import numpy as np
@@ -254,11 +255,11 @@ def _plain(option):
 
 
 def check_spec(spec: str | None, model: str | None, precision: str = "fp32", prob_match: bool = False,
-               tile_size: int | None = None) -> None:
+               tile_size: int | None = None, lead_smoothing: float | None = None) -> None:
     """Refuse, before anything is loaded, a method choice that cannot run as asked (NowcastError).
 
-    prob_match applies to every method, so it is never refused; precision and tile_size are for models.
-    Enum members count as their values.
+    prob_match applies to every method, so it is never refused; precision, tile_size and lead_smoothing are
+    for models. Enum members count as their values.
     """
     spec, model, precision = _plain(spec), _plain(model), _plain(precision)
     if spec is not None and spec not in method_names():
@@ -279,6 +280,13 @@ def check_spec(spec: str | None, model: str | None, precision: str = "fp32", pro
         baseline = baseline_in_use(spec, model)
         if baseline is not None:
             raise NowcastError(f"--tile-size applies to models only, not to the {baseline} method")
+    if lead_smoothing is not None:
+        if not math.isfinite(lead_smoothing) or lead_smoothing < 0:
+            raise NowcastError(f"--lead-smoothing must be a number of pixels, 0 or more, got {lead_smoothing:g}")
+        baseline = baseline_in_use(spec, model)
+        if baseline is not None:
+            raise NowcastError(f"--lead-smoothing applies to models only, not to the {baseline} method "
+                               "(extrapolation with smoothing is --method extrapolation-smoothed)")
 
 
 def resolve(
@@ -289,30 +297,33 @@ def resolve(
     precision: str = "fp32",
     prob_match: bool = False,
     tile_size: int | None = None,
+    lead_smoothing: float | None = None,
 ) -> ForecastMethod:
     """The forecast method that spec (a name from method_names()) and model (a checkpoint name or path) ask for.
 
     Neither given: default_spec(). spec 'model' or a model given: the trained network (the shipped default
-    model when no model is named), its network run in tiles of ``tile_size`` (``ModelForecaster``).
+    model when no model is named), its network run in tiles of ``tile_size``, its forecast smoothed with
+    ``lead_smoothing`` pixels per lead (None: as its checkpoint says; 0: not at all) (``ModelForecaster``).
     prob_match wraps the method in ProbabilityMatched.
     """
-    check_spec(spec, model, precision, prob_match, tile_size)
+    check_spec(spec, model, precision, prob_match, tile_size, lead_smoothing)
     spec, model, precision = _plain(spec), _plain(model), _plain(precision)
     if spec is None and model is None:
         spec = default_spec()
     if model is not None or spec == MODEL:
-        method = _load_model(model, device, precision, tile_size)
+        method = _load_model(model, device, precision, tile_size, lead_smoothing)
     else:
         method = BUILTIN_METHODS[spec]()
     return ProbabilityMatched(method) if prob_match else method
 
 
-def _load_model(model: str | None, device: str, precision: str, tile_size: int | None = None) -> ForecastMethod:
+def _load_model(model: str | None, device: str, precision: str, tile_size: int | None = None,
+                lead_smoothing: float | None = None) -> ForecastMethod:
     from .checkpoint import DEFAULT_MODEL_NAME  # torch-based: imported only when a model is wanted
     from .forecast import ModelForecaster
 
     return ModelForecaster.from_checkpoint(model or DEFAULT_MODEL_NAME, device=device, precision=precision,
-                                           tile_size=tile_size)
+                                           tile_size=tile_size, lead_smoothing=lead_smoothing)
 
 
 # ------------------------------------------------------------------------------------ method sets
@@ -338,22 +349,31 @@ def precision_for(spec: str, precision: str, models_asked: bool) -> str:
     return precision if spec == MODEL or not models_asked else "fp32"
 
 
-def check_specs(specs, precision: str = "fp32", prob_match: bool = False) -> None:
+def smoothing_for(spec: str, lead_smoothing: float | None, models_asked: bool) -> float | None:
+    # like a precision: for the models; baselines beside them are left alone
+    return lead_smoothing if spec == MODEL or not models_asked else None
+
+
+def check_specs(specs, precision: str = "fp32", prob_match: bool = False,
+                lead_smoothing: float | None = None) -> None:
     """Refuse a set of methods that cannot be scored together as asked, before anything is loaded."""
     names = [model or spec for spec, model in specs]
     if len(set(names)) != len(names):
         raise NowcastError(f"the same method is named twice: {', '.join(names)}")
     models_asked = any(spec == MODEL for spec, _ in specs)
     for spec, model in specs:
-        check_spec(spec, model, precision_for(spec, precision, models_asked), prob_match)
+        check_spec(spec, model, precision_for(spec, precision, models_asked), prob_match,
+                   lead_smoothing=smoothing_for(spec, lead_smoothing, models_asked))
 
 
-def resolve_all(specs, *, device: str = "auto", precision: str = "fp32", prob_match: bool = False) -> list:
+def resolve_all(specs, *, device: str = "auto", precision: str = "fp32", prob_match: bool = False,
+                lead_smoothing: float | None = None) -> list:
     """Every (spec, model) pair built as one method; two checkpoints with one name are renamed after their
     files, and the names that remain must differ."""
     models_asked = any(spec == MODEL for spec, _ in specs)
     methods = [resolve(spec, model, device=device, precision=precision_for(spec, precision, models_asked),
-                       prob_match=prob_match) for spec, model in specs]
+                       prob_match=prob_match, lead_smoothing=smoothing_for(spec, lead_smoothing, models_asked))
+               for spec, model in specs]
     loaded = [(m, model) for (spec, model), m in zip(specs, methods) if spec == MODEL]
     if len(loaded) > 1:
         from .forecast import name_clashing_models  # torch: models are loaded already

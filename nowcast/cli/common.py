@@ -208,4 +208,8 @@ PRECISION = typer.Option("fp32", "--precision", metavar="fp32|bf16",
                          help="Model arithmetic: fp32, or bf16 (faster where supported; models only).")
 PROB_MATCH = typer.Option(False, "--prob-match", help="Match each forecast frame's distribution of values to the "
                                                       "last observation's (probability matching).")
+LEAD_SMOOTHING = typer.Option(None, "--lead-smoothing", min=0.0, metavar="PIXELS",
+                              help="Smooth a model's forecast in linear Z with a Gaussian of this many pixels per "
+                                   "lead (lead k: k x PIXELS); 0 = the network's forecast as it is. Default: what "
+                                   "the model's card recommends (the shipped default model: 0.5). Models only.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace output files that exist already.")

@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import NowcastError
-from .common import (DEVICE, OVERWRITE, PRECISION, PROB_MATCH, Reading, app, check_outputs, check_picture_path,
-                     check_suffix, err, out, reads_radar, say)
+from .common import (DEVICE, LEAD_SMOOTHING, OVERWRITE, PRECISION, PROB_MATCH, Reading, app, check_outputs,
+                     check_picture_path, check_suffix, err, out, reads_radar, say)
 
 
 @app.command(epilog="Examples:\n\n  nowcast evaluate archive/*.nc --baseline persistence "
@@ -35,7 +35,7 @@ def evaluate(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
                                             help="Score on a dask.distributed cluster (tcp://host:port); needs "
                                                  "nowcast[cluster], and workers that can read the model files."),
-    prob_match: bool = PROB_MATCH,
+    prob_match: bool = PROB_MATCH, lead_smoothing: Optional[float] = LEAD_SMOOTHING,
     device: str = DEVICE, precision: str = PRECISION, overwrite: bool = OVERWRITE, reading: Reading = Reading(),
 ):
     """Score models and baselines on exactly the same forecast windows.
@@ -59,13 +59,15 @@ def evaluate(
         raise NowcastError("give --workers or --scheduler, not both: with --scheduler the cluster's workers score")
     thr = _thresholds(thresholds)
     specs = comparison_specs(model, baseline)
-    check_specs(specs, precision, prob_match)
+    check_specs(specs, precision, prob_match, lead_smoothing)
     client = _connect(scheduler)  # an unreachable scheduler is refused before any file is read
     try:
         sequences = [(str(path), reading.open([path])) for path in data]
-        methods = resolve_all(specs, device=device, precision=precision, prob_match=prob_match)
+        methods = resolve_all(specs, device=device, precision=precision, prob_match=prob_match,
+                              lead_smoothing=lead_smoothing)
         if workers > 1 or client is not None:  # recipes: every worker builds its own
-            methods = MethodSpec.recipes(specs, methods, device=device, precision=precision, prob_match=prob_match)
+            methods = MethodSpec.recipes(specs, methods, device=device, precision=precision, prob_match=prob_match,
+                                         lead_smoothing=lead_smoothing)
         result = _run(sequences, methods, thr, input_frames, lead_frames, stride, workers, client)
     finally:
         if client is not None:

@@ -13,8 +13,8 @@ import numpy as np
 import typer
 
 from ..errors import NowcastError
-from .common import (DEVICE, NETCDF_SUFFIXES, OVERWRITE, PRECISION, PROB_MATCH, Reading, app, check_outputs,
-                     check_picture_path, check_suffix, err, input_label, note, reads_radar, say)
+from .common import (DEVICE, LEAD_SMOOTHING, NETCDF_SUFFIXES, OVERWRITE, PRECISION, PROB_MATCH, Reading, app,
+                     check_outputs, check_picture_path, check_suffix, err, input_label, note, reads_radar, say)
 
 ANIMATION_SUFFIXES = (".gif",)
 
@@ -56,7 +56,7 @@ def predict(
     save_motion: Optional[Path] = typer.Option(None, "--save-motion", metavar="FILE.nc",
                                                help="Also write the optical-flow motion field as netCDF (grid cells "
                                                     "per time step)."),
-    prob_match: bool = PROB_MATCH,
+    prob_match: bool = PROB_MATCH, lead_smoothing: Optional[float] = LEAD_SMOOTHING,
     device: str = DEVICE, precision: str = PRECISION, tile_size: Optional[int] = TILE_SIZE,
     overwrite: bool = OVERWRITE, reading: Reading = Reading(),
 ):
@@ -69,7 +69,7 @@ def predict(
     from ..methods import check_spec
 
     _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite)
-    check_spec(method, model, precision, prob_match, tile_size)
+    check_spec(method, model, precision, prob_match, tile_size, lead_smoothing)
     if output_units is not None:
         parse_output_units(output_units)
     seq = reading.open(inputs)
@@ -79,7 +79,8 @@ def predict(
         observed = _truth_at(truth, _forecast_times(seq, leads, label),
                              reading)
     _forecast_and_write(seq, label, observed, method, model, leads, output_units, output, plot, animate,
-                        plot_motion, save_motion, prob_match, device, precision, overwrite, tile_size)
+                        plot_motion, save_motion, prob_match, device, precision, overwrite, tile_size,
+                        lead_smoothing)
 
 
 def _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite) -> None:
@@ -117,13 +118,13 @@ def _truth_at(truth, times: np.ndarray, reading: Reading):
 
 def _forecast_and_write(seq, label, observed, method, model, leads, output_units, output, plot, animate,
                         plot_motion, save_motion, prob_match, device, precision, overwrite,
-                        tile_size=None) -> None:
+                        tile_size=None, lead_smoothing=None) -> None:
     from ..forecast_file import forecast_dataarray, output_units as parse_output_units, write_forecast
     from ..methods import resolve
     from ..radar import last_regular_frames
 
     fc_method = resolve(method, model, device=device, precision=precision, prob_match=prob_match,
-                        tile_size=tile_size)
+                        tile_size=tile_size, lead_smoothing=lead_smoothing)
     past = last_regular_frames(seq, max(fc_method.input_frames, 2), label)
     step_min = float(seq.attrs.get("time_step_seconds", float("nan"))) / 60.0
     for line in _caveats(fc_method, leads, step_min):

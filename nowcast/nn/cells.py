@@ -31,6 +31,21 @@ from torch import nn
 FORGET_BIAS = 1.0  # PredRNN's constant forget-gate bias: remember by default at initialisation
 
 
+def gated(weight: torch.Tensor, new: torch.Tensor, old) -> torch.Tensor:
+    """weight * new + (1 - weight) * old, as one fused lerp where the dtypes agree (they can differ under
+    autocast: layer norms give float32); a recurrent step calls this a dozen times, so it saves small ops."""
+    if isinstance(weight, torch.Tensor) and not (weight.dtype == new.dtype == old.dtype):
+        return weight * new + (1 - weight) * old
+    if new.dtype != old.dtype:
+        return old + weight * (new - old)
+    return torch.lerp(old, new, weight)
+
+
+def with_highway(o: torch.Tensor, candidate: torch.Tensor, highway) -> torch.Tensor:
+    """The output gate with the Motion Highway: o * candidate + (1 - o) * highway (just o * candidate without)."""
+    return o * candidate if highway is None else gated(o, candidate, highway)
+
+
 def _norm(channels: int, enabled: bool) -> nn.Module:
     # Layer norm over (C, H, W) that works for any frame size: GroupNorm with one group.
     return nn.GroupNorm(1, channels) if enabled else nn.Identity()
@@ -94,9 +109,7 @@ class STLSTMBlock(RecurrentBlock):
         m = torch.sigmoid(f2 + FORGET_BIAS) * m + torch.sigmoid(i2) * torch.tanh(g2)
         cm = torch.cat([c, m], 1)
         o = torch.sigmoid(o_xh + self.norm_o(self.conv_o(cm)))
-        h = o * torch.tanh(self.conv_last(cm))
-        if highway is not None:
-            h = h + (1 - o) * highway
+        h = with_highway(o, torch.tanh(self.conv_last(cm)), highway)
         return h, (h, c), m
 
 
@@ -116,7 +129,5 @@ class ConvLSTMBlock(RecurrentBlock):
         i, f, g, o = torch.chunk(self.norm_xh(self.conv_xh(torch.cat([x, h], 1))), 4, 1)
         c = torch.sigmoid(f + FORGET_BIAS) * c + torch.sigmoid(i) * torch.tanh(g)
         o = torch.sigmoid(o)
-        h = o * torch.tanh(c)
-        if highway is not None:
-            h = h + (1 - o) * highway
+        h = with_highway(o, torch.tanh(c), highway)
         return h, (h, c), m

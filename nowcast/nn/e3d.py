@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cells import FORGET_BIAS, RecurrentBlock, _norm
+from .cells import FORGET_BIAS, RecurrentBlock, _norm, with_highway
 
 WINDOW = 2  # slots in a clip, the temporal kernel size, and the past steps the recall gate remembers
 
@@ -132,8 +132,6 @@ class E3DBlock(RecurrentBlock):
         m = torch.sigmoid(f2 + f_m + FORGET_BIAS) * torch.tanh(m_m) + torch.sigmoid(i2 + i_m) * torch.tanh(g2 + g_m)
         cm = torch.cat([c, m], 1)
         o = torch.sigmoid(o_xh + self.norm_o(self.conv_o(_causal(cm))))
-        h = o * torch.tanh(self.conv_last(cm))
-        if highway is not None:
-            h = h + (1 - o) * _clip(highway)
+        h = with_highway(o, torch.tanh(self.conv_last(cm)), None if highway is None else _clip(highway))
         remembered = torch.cat([remembered[:, :, WINDOW:], c], 2)  # forget the oldest step's clip
         return _fold(h), (h, c, remembered, past), _fold(m)

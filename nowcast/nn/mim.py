@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cells import FORGET_BIAS, RecurrentBlock, STLSTMBlock, _norm
+from .cells import FORGET_BIAS, RecurrentBlock, STLSTMBlock, _norm, with_highway
 
 
 class MIMCell(nn.Module):
@@ -103,7 +103,5 @@ class MIMBlock(RecurrentBlock):
         c = t + torch.sigmoid(i_x + i_h) * torch.tanh(g_x + g_h)
         m = torch.sigmoid(f_x + f_m + FORGET_BIAS) * m + torch.sigmoid(i_x + i_m) * torch.tanh(g_x + g_m)
         o = torch.sigmoid(o_x + o_h + o_m)
-        h = o * torch.tanh(self.conv_last(torch.cat([c, m], 1)))
-        if highway is not None:
-            h = h + (1 - o) * highway
+        h = with_highway(o, torch.tanh(self.conv_last(torch.cat([c, m], 1))), highway)
         return h, (h, c, x, n, n_c, s), m

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cells import gated
+
 NEIGHBOUR = 3
 TAPS = NEIGHBOUR * NEIGHBOUR
 OFFSET_CHANNELS = 2 * TAPS
@@ -25,7 +27,8 @@ _GRID_CACHE: dict = {}
 
 
 def _base_grid(h: int, w: int, dtype, device):
-    """Normalised (align_corners=False) sampling positions of the 9 taps with zero offset: (9, h, w) each."""
+    """Normalised (align_corners=False) sampling positions of the 9 taps with zero offset, (9, h, w, 2) as
+    (y, x), and the (2,) factors that turn offsets in pixels into the same units."""
     key = (h, w, dtype, str(device))
     hit = _GRID_CACHE.get(key)
     if hit is not None:
@@ -47,7 +50,8 @@ def _make_base_grid(h, w, dtype, device):
     xs = torch.arange(w, dtype=dtype, device=device).view(1, 1, w)
     gy = (2 * (ys + ky) + 1) / h - 1
     gx = (2 * (xs + kx) + 1) / w - 1
-    return gy.expand(TAPS, h, w), gx.expand(TAPS, h, w)
+    base = torch.stack([gy.expand(TAPS, h, w), gx.expand(TAPS, h, w)], dim=-1)
+    return base, torch.tensor([2.0 / h, 2.0 / w], dtype=dtype, device=device)
 
 
 def deform_warp(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -58,12 +62,14 @@ def deform_warp(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weigh
     With zero offsets and a mask of ones this equals F.conv2d(x, weight, padding=1).
     """
     B, C, h, w = x.shape
-    gy0, gx0 = _base_grid(h, w, x.dtype, x.device)
-    off = offset.reshape(B, TAPS, 2, h, w)
-    gy = gy0 + off[:, :, 0] * (2.0 / h)
-    gx = gx0 + off[:, :, 1] * (2.0 / w)
+    # positions in the wider of the two dtypes (under autocast the offsets can be float32 and x bfloat16)
+    dtype = torch.promote_types(x.dtype, offset.dtype)
+    base, scale = _base_grid(h, w, dtype, x.device)
+    offset = offset.to(dtype)
+    # (y, x) positions in two fused operations; grid_sample wants them as (x, y)
+    yx = torch.addcmul(base, offset.reshape(B, TAPS, 2, h, w).permute(0, 1, 3, 4, 2), scale)
     # one grid_sample for all taps: stack them along the output height instead of repeating x in the batch
-    grid = torch.stack([gx, gy], dim=-1).reshape(B, TAPS * h, w, 2)
+    grid = yx.flip(-1).reshape(B, TAPS * h, w, 2)
     sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     sampled = sampled.reshape(B, C, TAPS, h, w) * mask.reshape(B, 1, TAPS, h, w)
     # combining the taps with the 3x3 kernel is a 1x1 conv over the C*9 (channel-major, tap-minor) channels
@@ -113,11 +119,11 @@ class MotionGRU(nn.Module):
         if self.transient:
             u, r = torch.sigmoid(self.conv_ur(torch.cat([e, f_prev], 1))).chunk(2, 1)
             z = torch.tanh(self.conv_z(torch.cat([e, r * f_prev], 1)))
-            f_tr = u * z + (1 - u) * f_prev
+            f_tr = gated(u, z, f_prev)
         else:
             f_tr = torch.tanh(self.conv_z(e))
         if self.trend:
-            d = d_prev + self.alpha * (f_prev - d_prev)
+            d = gated(self.alpha, f_prev, d_prev)
             f = f_tr + d
         else:
             d = d_prev
@@ -127,4 +133,4 @@ class MotionGRU(nn.Module):
         if dec.shape[-2:] != h.shape[-2:]:  # odd patch grids: the transposed conv gives one row/col more
             dec = dec[..., : h.shape[-2], : h.shape[-1]]
         g = torch.sigmoid(self.gate(torch.cat([dec, h], 1)))
-        return g * dec + (1 - g) * h, f, d, f_tr
+        return gated(g, dec, h), f, d, f_tr
