@@ -148,8 +148,11 @@ def _grid_mapping_variable(ds: xr.Dataset) -> xr.Dataset:
 
 
 def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | None = None,
-                  units: str = DBZ) -> xr.Dataset:
-    """A CF-1.8 Dataset ready for netCDF, with packing, compression and fill values set."""
+                  units: str = DBZ, postprocessing: str | None = None) -> xr.Dataset:
+    """A CF-1.8 Dataset ready for netCDF, with packing, compression and fill values set.
+
+    postprocessing: what was done to the method's forecast (``methods.postprocessing_of``), recorded as the
+    global attribute ``nowcast_postprocessing``."""
     units = output_units(units)
     name, da = _data_variable(forecast, method, units)
     ds = da.to_dataset(name=name)
@@ -179,6 +182,8 @@ def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | No
         "nowcast_method": method,
         "nowcast_version": __version__,
     }
+    if postprocessing is not None:
+        ds.attrs["nowcast_postprocessing"] = postprocessing
     if inputs is not None and "source_files" in inputs.attrs:
         ds.attrs["input_files"] = inputs.attrs["source_files"]
         ds.attrs["input_conversion"] = inputs.attrs.get("conversion", "")
@@ -189,13 +194,14 @@ def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | No
 
 
 def write_forecast(forecast: xr.DataArray, path, method: str | None = None, inputs=None,
-                   overwrite: bool = False, units: str = DBZ) -> None:
+                   overwrite: bool = False, units: str = DBZ, postprocessing: str | None = None) -> None:
     """Write a forecast DataArray (from `forecast_dataarray`, in dBZ) atomically as CF netCDF.
 
     units: 'dBZ' (variable ``reflectivity``) or 'mm/h' (variable ``rain_rate``).
     """
     method = method or forecast.attrs.get("method", "unknown")
-    write_dataset(to_cf_dataset(forecast, method, inputs, units=units), path, overwrite=overwrite)
+    write_dataset(to_cf_dataset(forecast, method, inputs, units=units, postprocessing=postprocessing), path,
+                  overwrite=overwrite)
 
 
 def motion_dataset(velocity, frame: xr.DataArray, step_minutes: float | None = None) -> xr.Dataset:

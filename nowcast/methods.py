@@ -196,6 +196,17 @@ class ProbabilityMatched(ForecastMethod):
         return np.stack([probability_match(fc, seq[-1]) for fc, seq in zip(forecast, batch)])
 
 
+def postprocessing_of(method: ForecastMethod) -> str:
+    """In words, what is done to a method's own forecast: a model's lead smoothing, probability matching."""
+    steps = []
+    smoothing = getattr(method, "lead_smoothing", 0.0)  # a model's (through a ProbabilityMatched wrapper too)
+    if smoothing:
+        steps.append(f"lead smoothing in linear Z, Gaussian sigma {smoothing:g} pixel(s) per lead")
+    if isinstance(method, ProbabilityMatched):
+        steps.append("probability matching to the last observation")
+    return "; ".join(steps) or "none"
+
+
 # ------------------------------------------------------------------------------------ registry
 
 MODEL = "model"

@@ -128,7 +128,11 @@ def test_cli_option_reaches_the_forecast(tmp_path, checkpoint, capsys):
         out = tmp_path / f"fc{len(outs)}.nc"
         assert main(["predict", "sample_data/radar.nc", "--model", str(path), "--leads", "2", "-o", str(out),
                      *option]) == 0
-        outs[tuple(option)] = xr.open_dataset(out)["reflectivity"].values
+        with xr.open_dataset(out) as ds:
+            outs[tuple(option)] = ds["reflectivity"].values
+            notes = ds.attrs["nowcast_postprocessing"]
+        # the file says what was done to the network's forecast
+        assert notes == ("none" if option else "lead smoothing in linear Z, Gaussian sigma 1 pixel(s) per lead")
     smoothed, raw = outs[()], outs[("--lead-smoothing", "0")]
     assert np.nanmax(np.abs(smoothed - raw)) > 0.5
     assert main(["predict", "sample_data/radar.nc", "--method", "extrapolation", "--lead-smoothing", "1",
@@ -146,3 +150,13 @@ def test_cli_option_reaches_the_forecast(tmp_path, checkpoint, capsys):
     for run in scores.values():
         run["persistence"].pop("seconds_per_window")
     assert scores["0"]["persistence"] == scores["2"]["persistence"]
+
+
+def test_postprocessing_is_described(checkpoint):
+    from nowcast.methods import postprocessing_of
+
+    path = str(checkpoint({"lead_smoothing_px": 0.5}))
+    assert postprocessing_of(resolve("persistence")) == "none"
+    assert postprocessing_of(resolve("model", path, lead_smoothing=0)) == "none"
+    assert postprocessing_of(resolve("model", path, prob_match=True)) == (
+        "lead smoothing in linear Z, Gaussian sigma 0.5 pixel(s) per lead; probability matching to the last observation")

@@ -120,7 +120,7 @@ def _forecast_and_write(seq, label, observed, method, model, leads, output_units
                         plot_motion, save_motion, prob_match, device, precision, overwrite,
                         tile_size=None, lead_smoothing=None) -> None:
     from ..forecast_file import forecast_dataarray, output_units as parse_output_units, write_forecast
-    from ..methods import resolve
+    from ..methods import postprocessing_of, resolve
     from ..radar import last_regular_frames
 
     fc_method = resolve(method, model, device=device, precision=precision, prob_match=prob_match,
@@ -133,7 +133,8 @@ def _forecast_and_write(seq, label, observed, method, model, leads, output_units
         values = fc_method(past.values, leads)
     forecast = forecast_dataarray(values, past, fc_method.name)
     units = parse_output_units(output_units, seq)
-    write_forecast(forecast, output, method=fc_method.name, inputs=seq, overwrite=overwrite, units=units)
+    write_forecast(forecast, output, method=fc_method.name, inputs=seq, overwrite=overwrite, units=units,
+                   postprocessing=postprocessing_of(fc_method))
     say(f"wrote {output}: {leads} frames of {fc_method.name} forecast in {units}, "
         f"{str(forecast.time.values[0])[:16]} to {str(forecast.time.values[-1])[:16]} UTC (every {step_min:g} min)")
     _draw(seq, forecast, observed, fc_method.name, plot, animate, overwrite)
