@@ -7,7 +7,9 @@ Methods get full frames (nothing is resized or cropped) and are timed per window
 The windows are scored in chunks, each by the same function (``_score_task``): in this process
 (workers=1), in a pool of spawned processes (workers=N), or on a dask.distributed cluster (scheduler=...).
 Each chunk returns one accumulator per method; they are merged in chunk order, and since accumulators
-add counts and exact sums, the result is the same to the last bit however the windows were split.
+add counts and exact sums, the result is the same to the last bit however the windows were split, as long as
+each method forecasts the same: a torch model does when workers run as many torch threads as this process
+(``torch_threads``; by default they run one, and a model's scores then agree to rounding).
 """
 
 from __future__ import annotations
@@ -429,7 +431,9 @@ def evaluate(
     torch_threads: torch threads in each worker (default 1 with workers or a scheduler).
 
     Every method is scored on the same pixels: those where the radar has data and every method has a
-    forecast (``common_targets``). The result is the same, to the last bit, for any workers or scheduler.
+    forecast (``common_targets``). The result is the same, to the last bit, for any workers or scheduler, except
+    that a torch model's forecasts depend on torch's thread count: with workers at the default of one thread,
+    its scores agree to rounding (give ``torch_threads=torch.get_num_threads()`` for the last bit).
     Raises NowcastError when no sequence yields a single window.
     """
     thresholds = normalize_thresholds(thresholds)

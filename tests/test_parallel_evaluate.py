@@ -241,3 +241,28 @@ def test_cli_workers_write_the_same_scores(radar_file, tmp_path):
     both = ("persistence", "extrapolation")
     assert _cli_scores(radar_file, tmp_path / "two.json", "2", both) == \
         _cli_scores(radar_file, tmp_path / "one.json", "1", both)
+
+
+@pytest.mark.slow
+def test_a_model_scored_by_workers_with_the_same_torch_threads_equals_one_process(tmp_path):
+    """A network's sums depend on torch's thread count, so workers (1 thread each by default) agree with one
+    process to rounding; given the parent's thread count they agree to the last bit."""
+    import torch
+
+    from nowcast.checkpoint import save_checkpoint
+    from nowcast.nn import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_layers=2, hidden=8, kernel_size=3, patch_size=2, input_frames=4, output_frames=5,
+                      residual=True)
+    model = build_model(cfg)
+    with torch.no_grad():  # not the zero-initialised residual (persistence): real sums of products
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    path = save_checkpoint(tmp_path / "tiny.safetensors", model, cfg, {})
+    methods = [MethodSpec("model", str(path), name="tiny")]
+    one = evaluate(archive(), methods, **KW)
+    same = evaluate(archive(), methods, **KW, workers=2, torch_threads=torch.get_num_threads())
+    assert scores_only(same) == scores_only(one)
+    default = evaluate(archive(), methods, **KW, workers=2).method("tiny").scores
+    assert default.mse == pytest.approx(one.method("tiny").scores.mse, rel=1e-6)

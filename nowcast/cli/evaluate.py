@@ -31,7 +31,8 @@ def evaluate(
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE.png",
                                         help="Draw CSI/POD/FAR against lead time (PNG, PDF, SVG)."),
     workers: int = typer.Option(1, "--workers", min=1, metavar="N",
-                                help="Score on N processes of this machine (the scores are identical)."),
+                                help="Score on N processes of this machine (the same scores; a model's to rounding, each "
+                                     "worker running torch on one thread)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
                                             help="Score on a dask.distributed cluster (tcp://host:port); needs "
                                                  "nowcast[cluster], and workers that can read the model files."),
@@ -45,7 +46,8 @@ def evaluate(
     Without --model or --baseline: the default method and persistence.
 
     --workers N or --scheduler ADDRESS split the windows between processes; each builds its own methods
-    and the merged scores equal those of one process exactly.
+    and the merged scores equal those of one process exactly for the baselines, and to rounding for a model
+    (each worker runs torch on one thread, and torch's sums depend on the thread count).
     """
     from ..atomic import atomic_write_text
     from ..evaluate import MethodSpec, to_json
