@@ -27,7 +27,7 @@ import numpy as np
 
 from . import strict_json
 from .errors import MissingDependencyError, NowcastError
-from .methods import MODEL, precision_for, resolve, smoothing_for
+from .methods import MODEL, for_models, precision_for, resolve
 from .verify import DEFAULT_THRESHOLDS, ScoreAccumulator, Scores, normalize_thresholds
 from .windows import WindowSet, iter_windows
 
@@ -137,7 +137,7 @@ class MethodSpec:
                 model = str(Path(model).resolve())
             recipes.append(cls(spec, model, device=device, precision=precision_for(spec, precision, models_asked),
                                prob_match=prob_match, name=method.name,
-                               lead_smoothing=smoothing_for(spec, lead_smoothing, models_asked)))
+                               lead_smoothing=for_models(spec, lead_smoothing, models_asked)))
         return recipes
 
 
@@ -491,7 +491,3 @@ def _plain_number(t: float):
 def to_json(result, indent: int | None = 2) -> str:
     """Strict JSON of a result (EvaluationResult, Scores or a plain dict): undefined scores are null."""
     return strict_json.dumps(result, indent=indent)
-
-
-# ---------------------------------------------------------------------------------------------
-# table

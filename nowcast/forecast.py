@@ -8,7 +8,7 @@ import torch
 from . import postprocess, tiling
 from .checkpoint import load_model
 from .errors import NowcastError
-from .forecast_method import ForecastMethod, as_batch, nodata_mask
+from .forecast_method import ForecastMethod, as_batch
 from .motion import estimate_motion
 from .runtime import autocast, autocast_dtype, normalize_precision, resolve_device
 from .units import dbz_to_unit, unit_to_dbz
@@ -20,14 +20,6 @@ def _check_tiling(value, what: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise NowcastError(f"{what} must be a whole number of pixels, 0 or more, got {value!r}")
     return int(value)
-
-
-def _smoothing(value, source) -> float:
-    """A lead-smoothing width (pixels of sigma per lead) as a float >= 0, or a NowcastError naming its source."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value) or value < 0:
-        raise NowcastError(f"lead smoothing must be a number of pixels, 0 or more, got {value!r}", source)
-    return float(value)
 
 
 def name_clashing_models(forecasters, sources) -> None:
@@ -74,9 +66,10 @@ class ModelForecaster(ForecastMethod):
         self.batch_size = int(batch_size)
         self.tile_size = _check_tiling(tile_size, "tile_size")
         self.tile_halo = _check_tiling(tile_halo, "tile_halo")
-        if lead_smoothing is None:
-            lead_smoothing = _smoothing((info.get("meta") or {}).get("lead_smoothing_px", 0.0), info.get("path"))
-        self.lead_smoothing = _smoothing(lead_smoothing, None)
+        if lead_smoothing is None:  # the checkpoint's own recipe
+            lead_smoothing = postprocess.smoothing_width((info.get("meta") or {}).get("lead_smoothing_px", 0.0),
+                                                         info.get("path"))
+        self.lead_smoothing = postprocess.smoothing_width(lead_smoothing)
         self._capture = None
         # radar pixels per encoded-grid pixel of the motion offsets (patch size x encoder stride)
         self.motion_scale = int(self.config.patch_size) * 2
@@ -161,13 +154,16 @@ class ModelForecaster(ForecastMethod):
         out = unit_to_dbz(np.concatenate(outs, 0))
         if valid:  # trajectories from beyond the grid have no source: no data, as in extrapolation
             out[~np.concatenate(valid, 0)] = np.nan
-        if self.lead_smoothing > 0:
-            # the recipe the checkpoint's card chose on validation windows: smaller scales, less predictable
-            # with lead, are spread as an ensemble mean would (nowcast.postprocess.lead_smoothing). Pixels
-            # without data (as the caller will mask them) must not leak into the averages.
-            out[np.broadcast_to(nodata_mask(batch)[:, None], out.shape)] = np.nan
-            out = np.stack([postprocess.lead_smoothing(fc, self.lead_smoothing) for fc in out])
         return out
+
+    def _postprocess(self, forecast: np.ndarray) -> np.ndarray:
+        # the recipe the checkpoint's card chose on validation windows: smaller scales, less predictable with
+        # lead, are spread as an ensemble mean would. After the no-data mask, so no-data pixels stay out of
+        # the averages; window by window in place, so a large grid holds one extra window, not a copy of all.
+        if self.lead_smoothing > 0:
+            for i, window in enumerate(forecast):
+                forecast[i] = postprocess.lead_smoothing(window, self.lead_smoothing)
+        return forecast
 
     def predict_with_motion(self, inputs, n_out: int = 10):
         """Forecasts (as ``self(inputs, n_out)``, but always on the whole grid) and the MotionGRU states as

@@ -52,7 +52,13 @@ class ForecastMethod:
         out = self._forecast_batch(batch, int(n_out)).astype(np.float32)
         out = apply_floor(out)
         out[np.broadcast_to(nodata_mask(batch)[:, None], out.shape)] = np.nan
+        out = self._postprocess(out)
         return out[0] if single else out
 
     def _forecast_batch(self, batch: np.ndarray, n_out: int) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
+
+    def _postprocess(self, forecast: np.ndarray) -> np.ndarray:
+        """What the method does to its finished (B, n_out, H, W) forecast, floored and with no data where the
+        last input has none; may work in place. Nothing by default."""
+        return forecast

@@ -28,14 +28,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import math
 import warnings
 
 import numpy as np
 
 from .errors import MissingDependencyError, NowcastError, NowcastWarning
 from .forecast_method import ForecastMethod, as_batch, nodata_mask  # noqa: F401  (re-exported: the contract)
-from .postprocess import lead_smoothing, probability_match
+from .postprocess import lead_smoothing, probability_match, smoothing_width
 from .units import DBZ_FLOOR, dbz_to_rainrate, rainrate_to_dbz
 
 
@@ -292,8 +291,7 @@ def check_spec(spec: str | None, model: str | None, precision: str = "fp32", pro
         if baseline is not None:
             raise NowcastError(f"--tile-size applies to models only, not to the {baseline} method")
     if lead_smoothing is not None:
-        if not math.isfinite(lead_smoothing) or lead_smoothing < 0:
-            raise NowcastError(f"--lead-smoothing must be a number of pixels, 0 or more, got {lead_smoothing:g}")
+        smoothing_width(lead_smoothing)
         baseline = baseline_in_use(spec, model)
         if baseline is not None:
             raise NowcastError(f"--lead-smoothing applies to models only, not to the {baseline} method "
@@ -355,14 +353,14 @@ def comparison_specs(models=(), baselines=()) -> list[tuple[str, str | None]]:
     return specs
 
 
+def for_models(spec: str, value, models_asked: bool, otherwise=None):
+    """A model option (precision, lead smoothing) for one method of a set: the value for the models, and for a
+    lone baseline (which check_spec then refuses as asked); baselines beside models run as they always do."""
+    return value if spec == MODEL or not models_asked else otherwise
+
+
 def precision_for(spec: str, precision: str, models_asked: bool) -> str:
-    # a precision is for the models; baselines beside them run as they always do
-    return precision if spec == MODEL or not models_asked else "fp32"
-
-
-def smoothing_for(spec: str, lead_smoothing: float | None, models_asked: bool) -> float | None:
-    # like a precision: for the models; baselines beside them are left alone
-    return lead_smoothing if spec == MODEL or not models_asked else None
+    return for_models(spec, precision, models_asked, "fp32")
 
 
 def check_specs(specs, precision: str = "fp32", prob_match: bool = False,
@@ -374,7 +372,7 @@ def check_specs(specs, precision: str = "fp32", prob_match: bool = False,
     models_asked = any(spec == MODEL for spec, _ in specs)
     for spec, model in specs:
         check_spec(spec, model, precision_for(spec, precision, models_asked), prob_match,
-                   lead_smoothing=smoothing_for(spec, lead_smoothing, models_asked))
+                   lead_smoothing=for_models(spec, lead_smoothing, models_asked))
 
 
 def resolve_all(specs, *, device: str = "auto", precision: str = "fp32", prob_match: bool = False,
@@ -383,7 +381,7 @@ def resolve_all(specs, *, device: str = "auto", precision: str = "fp32", prob_ma
     files, and the names that remain must differ."""
     models_asked = any(spec == MODEL for spec, _ in specs)
     methods = [resolve(spec, model, device=device, precision=precision_for(spec, precision, models_asked),
-                       prob_match=prob_match, lead_smoothing=smoothing_for(spec, lead_smoothing, models_asked))
+                       prob_match=prob_match, lead_smoothing=for_models(spec, lead_smoothing, models_asked))
                for spec, model in specs]
     loaded = [(m, model) for (spec, model), m in zip(specs, methods) if spec == MODEL]
     if len(loaded) > 1:
@@ -394,4 +392,3 @@ def resolve_all(specs, *, device: str = "auto", precision: str = "fp32", prob_ma
     if len(set(names)) != len(names):
         raise NowcastError(f"the same method is named twice: {', '.join(names)}")
     return methods
-

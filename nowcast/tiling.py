@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 # Grids with more pixels than this are tiled unless told otherwise: the network's memory grows with the grid.
-# Measured with the shipped model on a CPU (benchmarks/scale.json): 2200 x 1900 pixels peak at 2.7 GB on the
-# whole grid and 2.5 GB in tiles, most of it the optical flow, which always sees the whole grid.
+# What a 2200 x 1900 grid peaks at, whole and in tiles, is in benchmarks/scale.json (section memory); most of
+# it is the optical flow and the forecast arrays, which always cover the whole grid.
 AUTO_TILE_PIXELS = 1536 * 1536
 DEFAULT_TILE = 512
 # The halo of the shipped Lagrangian model (patch 4, 5 -> 10 frames); see halo_for.
