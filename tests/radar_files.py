@@ -11,28 +11,29 @@ import pytest
 import xarray as xr
 
 SHARED_RADAR = Path(__file__).resolve().parents[2] / "shared" / "radar"
-# Tests on the shared radar archive fail when it is missing (CI must not pass by skipping them);
-# a checkout without the archive sets this to 1 to skip them instead.
-ALLOW_MISSING_RADAR = "NOWCAST_ALLOW_MISSING_RADAR"
+# Tests on the team's radar archive (real radar from the pysteps example data, converted to CF netCDF) skip
+# when it is missing, as on a fresh clone; CI sets this to 1 so that a missing archive fails instead of
+# skipping silently.
+REQUIRE_RADAR = "NOWCAST_REQUIRE_RADAR"
 
 
 def needs_shared_radar(path: Path = SHARED_RADAR):
-    """Decorator for a test that reads `path` (a file or folder of the shared radar archive).
+    """Decorator for a test that reads `path` (a file or folder of the radar archive).
 
-    Present: the test runs. Missing: the test fails with a message saying what is missing, or is
-    skipped when NOWCAST_ALLOW_MISSING_RADAR=1.
+    Present: the test runs. Missing: the test is skipped with a one-line reason, or fails when
+    NOWCAST_REQUIRE_RADAR=1 (CI).
     """
     path = Path(path)
     if path.exists():
         return lambda test: test
-    what = f"shared radar data {path.name!r} not found at {path}"
-    if os.environ.get(ALLOW_MISSING_RADAR) == "1":
-        return pytest.mark.skip(reason=f"{what} ({ALLOW_MISSING_RADAR}=1)")
+    what = f"needs the pysteps example radar data ({path.name}), which is not part of the repository"
+    if os.environ.get(REQUIRE_RADAR) != "1":
+        return pytest.mark.skip(reason=what)
 
     def failing(test):
         @functools.wraps(test)
         def run(*args, **kwargs):
-            pytest.fail(f"{what}; provide it, or set {ALLOW_MISSING_RADAR}=1 to skip the tests that need it")
+            pytest.fail(f"{what}; {REQUIRE_RADAR}=1 requires it")
         return run
 
     return failing

@@ -202,7 +202,7 @@ def test_no_time_dimension(tmp_path):
         open_radar(path)
 
 
-# --- the real radar datasets in ../shared/radar (README figures) -------------------------------------
+# --- the team's radar archive (pysteps example data as CF netCDF; README figures) ---------------
 
 SHARED = [
     # name, frames, step minutes, shape, >=30 %, >=40 % (of valid pixels), missing fraction
@@ -266,12 +266,18 @@ def test_missing_file_with_brackets_is_named_as_a_file(tmp_path):
         open_radar(tmp_path / "radar_*.nc")
 
 
-def test_missing_shared_radar_fails_unless_allowed(tmp_path, monkeypatch):
+def test_missing_radar_archive_skips_with_a_reason_unless_required(tmp_path, monkeypatch):
     missing = tmp_path / "not_there.nc"
-    monkeypatch.delenv("NOWCAST_ALLOW_MISSING_RADAR", raising=False)
-    test = needs_shared_radar(missing)(lambda: None)
-    with pytest.raises(pytest.fail.Exception, match="NOWCAST_ALLOW_MISSING_RADAR=1"):
-        test()
-    monkeypatch.setenv("NOWCAST_ALLOW_MISSING_RADAR", "1")
+    monkeypatch.delenv("NOWCAST_REQUIRE_RADAR", raising=False)
     mark = needs_shared_radar(missing)
     assert mark.mark.name == "skip"
+    reason = mark.mark.kwargs["reason"]
+    assert "not_there.nc" in reason and "\n" not in reason and "shared" not in reason
+    monkeypatch.setenv("NOWCAST_REQUIRE_RADAR", "1")
+    test = needs_shared_radar(missing)(lambda: None)
+    with pytest.raises(pytest.fail.Exception, match="NOWCAST_REQUIRE_RADAR=1"):
+        test()
+    # present: the test runs unchanged
+    present = tmp_path / "here.nc"
+    present.write_bytes(b"")
+    assert needs_shared_radar(present)(len) is len
