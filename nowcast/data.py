@@ -22,7 +22,7 @@ import numpy as np
 from . import timeaxis
 from .archive import is_lazy
 from .errors import NowcastError
-from .units import apply_floor, dbz_to_unit
+from .units import DBZ_FLOOR, apply_floor, dbz_to_unit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,6 +184,12 @@ def coarsen_dbz(frames: np.ndarray, factor: int) -> np.ndarray:
     return apply_floor(out).astype(np.float32)
 
 
+def shift_intensity(frames: np.ndarray, offset_db: float) -> np.ndarray:
+    """Echo (above the floor) shifted by ``offset_db``; the floor stays the floor, no data stays NaN."""
+    shifted = np.maximum(frames + np.float32(offset_db), np.float32(DBZ_FLOOR))
+    return np.where(frames > DBZ_FLOOR, shifted, frames).astype(frames.dtype)
+
+
 def dihedral(frames: np.ndarray, k: int, flip: bool) -> np.ndarray:
     """Rotate (T, H, W) frames by k * 90 degrees, then flip left-right if asked."""
     out = np.rot90(frames, k=int(k) % 4, axes=(1, 2))
@@ -211,6 +217,9 @@ class SamplerConfig:
     max_tries: int = 50  # after this many rejections the last crop is taken as it is
     synthetic_fraction: float = 0.0  # probability that a sample comes from the synthetic pool
     frame: str = "eulerian"  # or "lagrangian": windows advected along their optical flow (nowcast.lagrangian_windows)
+    # climate augmentation: every echo of a sample is shifted by one offset drawn uniformly from +-this many dB,
+    # so the network meets weaker and stronger climates than its training services' (0 = off)
+    intensity_offset_db: float = 0.0
 
     def validate(self) -> None:
         def bad(msg):
@@ -226,6 +235,8 @@ class SamplerConfig:
             bad(f"time strides must be positive integers, got {self.time_strides}")
         if self.frame not in ("eulerian", "lagrangian"):
             bad(f"frame must be eulerian or lagrangian, got {self.frame!r}")
+        if not 0.0 <= float(self.intensity_offset_db) <= 20.0:
+            bad(f"intensity_offset_db must lie in [0, 20], got {self.intensity_offset_db}")
         for name in ("min_echo_fraction", "dry_keep_probability", "min_valid_fraction", "synthetic_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -392,6 +403,8 @@ class WindowSampler:
             self.rejected += 1
         if self.config.frame == "lagrangian":
             frames = self._lagrangian_window(*where)
+        if self.config.intensity_offset_db > 0:
+            frames = shift_intensity(frames, self.rng.uniform(-1.0, 1.0) * self.config.intensity_offset_db)
         self.count += 1
         n_in = self.config.n_in
         out = {

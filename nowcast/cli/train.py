@@ -126,6 +126,10 @@ OPTIONS = (
     Opt(("--residual/--no-residual",), "model.residual", bool, "Forecast the change from the last frame "
                                                                "(starts as persistence; not in the paper)."),
     Opt(("--frame",), "model.frame", Frame, "Eulerian grid, or Lagrangian (optical flow carries the motion)."),
+    Opt(("--growth-cap",), "model.growth_cap_dbz", float, "Hold every forecast pixel at or below the last frame's "
+                                                          "local maximum plus this many dBZ (bounded growth)."),
+    Opt(("--growth-cap-radius",), "model.growth_cap_radius", int, "Pixels either side over which --growth-cap "
+                                                                  "takes the local maximum."),
     # samples
     Opt(("--crop",), "data.crop", int, "Random crop size (pixels)."),
     Opt(("--coarsen",), "data.coarsen_factors", str, "Coarsening factors to sample from, e.g. 1,2.", _ints),
@@ -134,6 +138,8 @@ OPTIONS = (
     Opt(("--echo-dbz",), "data.echo_threshold", float, "A pixel at or above this counts as echo."),
     Opt(("--min-echo-fraction",), "data.min_echo_fraction", float, "Crops with less echo are dry."),
     Opt(("--dry-keep-probability",), "data.dry_keep_probability", float, "Share of dry crops kept."),
+    Opt(("--intensity-offset",), "data.intensity_offset_db", float, "Shift each sample's echo by a random offset "
+                                                                   "of up to this many dB (climate augmentation)."),
     # optimisation
     Opt(("--iterations",), "optim.iterations", int, "Training iterations (in all, over resumes)."),
     Opt(("--batch-size",), "optim.batch_size", int, "Global batch size (split over torchrun processes)."),

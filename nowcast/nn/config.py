@@ -31,6 +31,13 @@ class ModelConfig:
     An optical-flow field carries the inputs to the time of the last one and the network's output forward
     by each lead (``nowcast.nn.lagrangian``); it must be ``residual``, so an untrained network is exactly
     the optical-flow extrapolation nowcast and training learns growth, decay and motion corrections.
+
+    ``growth_cap_dbz`` (not in the paper): every output frame, and every frame fed back in the rollout, is
+    held at or below the local maximum of the last input frame (over a square of ``growth_cap_radius``
+    pixels either side) plus this many dBZ. In the Lagrangian frame the motion is already taken out, so the
+    cap bounds intensification, not movement: the network can spread, weaken and reshape echo, but cannot
+    grow a heavy cell where the last observation had none, nor compound a small growth step by step over
+    the rollout. None: no cap (the paper's network).
     """
 
     backbone: str = "predrnn"
@@ -49,6 +56,8 @@ class ModelConfig:
     in_channels: int = 1
     residual: bool = False
     frame: str = "eulerian"
+    growth_cap_dbz: float | None = None
+    growth_cap_radius: int = 4
 
     def __post_init__(self):
         self.validate()
@@ -107,6 +116,14 @@ class ModelConfig:
             bad(f"frame {self.frame!r} unknown; choose one of {', '.join(FRAMES)}")
         if self.frame == "lagrangian" and not self.residual:
             bad("a lagrangian model must be residual (its untrained forecast is the extrapolation nowcast)")
+        if self.growth_cap_dbz is not None:
+            cap = self.growth_cap_dbz
+            if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0.0 <= float(cap) <= 80.0:
+                bad(f"growth_cap_dbz must be a number of dBZ in [0, 80] or none, got {cap!r}")
+            self.growth_cap_dbz = float(cap)
+        r = self.growth_cap_radius
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            bad(f"growth_cap_radius must be a non-negative integer (pixels), got {r!r}")
         if not 0.0 <= float(self.alpha) <= 1.0:
             bad(f"alpha must lie in [0, 1], got {self.alpha}")
         self.alpha = float(self.alpha)

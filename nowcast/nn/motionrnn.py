@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..units import DBZ_CEIL, DBZ_FLOOR
 from . import backbones
 from .config import ModelConfig
 from .contract import FrameNetwork
@@ -105,7 +107,20 @@ class MotionRNN(FrameNetwork):
         return self._step(*args)
 
     # -- forward -------------------------------------------------------------------------------------
-    def _step(self, inp, states, m, f, d):
+    def _growth_cap(self, x5: torch.Tensor) -> torch.Tensor | None:
+        """Patches of the highest value each output pixel may take (``ModelConfig.growth_cap_dbz``), or None.
+
+        The local maximum of the last input frame over a (2r+1)^2 square, plus the margin, on the [0, 1] scale."""
+        margin = self.config.growth_cap_dbz
+        if margin is None:
+            return None
+        r = self.config.growth_cap_radius
+        last = x5[:, -1]
+        local_max = F.max_pool2d(last, 2 * r + 1, stride=1, padding=r) if r > 0 else last
+        cap = local_max + margin / (DBZ_CEIL - DBZ_FLOOR)
+        return self._fmt(self._patches(cap.unsqueeze(1))[:, 0])
+
+    def _step(self, inp, states, m, f, d, cap=None):
         """One recurrent step through the stack: (raw output patches, clamped feedback, states, m, f, d, F')."""
         states, f, d = list(states), list(f), list(d)
         highway = self.highway_in(inp) if self.highway_in is not None else None
@@ -123,6 +138,8 @@ class MotionRNN(FrameNetwork):
         raw = self.conv_out(out)
         if self.config.residual:
             raw = inp + raw  # the change from the frame read at this step
+        if cap is not None:
+            raw = torch.minimum(raw, cap)  # bounded growth, before feedback: no compounding over the rollout
         # Fed back within the physical range: an unclamped frame lets rollouts drift without bound.
         return raw, raw.clamp(0.0, 1.0), states, m, f, d, ft_step
 
@@ -139,6 +156,7 @@ class MotionRNN(FrameNetwork):
         f = [zeros(OFFSET_CHANNELS, he, we) for _ in range(n_gru)]
         d = [zeros(OFFSET_CHANNELS, he, we) for _ in range(n_gru)]
         record = {"trend": [], "filter": [], "transient": []} if return_motion else None
+        cap = self._growth_cap(x5)
 
         eager = self._compiled_step is None
         step = self._step if eager else self._compiled_or_eager_step
@@ -153,7 +171,7 @@ class MotionRNN(FrameNetwork):
                 inp = mk * self._fmt(truth_p[:, t - T]) + (1 - mk) * pred
             else:
                 inp = pred
-            raw, pred, states, m, f, d, ft_step = step(inp, states, m, f, d)
+            raw, pred, states, m, f, d, ft_step = step(inp, states, m, f, d, cap)
             if t >= T - 1:
                 outputs.append(raw)
             if record is not None:
