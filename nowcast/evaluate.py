@@ -4,6 +4,12 @@ Methods get full frames (nothing is resized or cropped) and are timed per window
 ``EvaluationResult`` (frozen dataclasses down to ``verify.Scores``); ``to_json`` writes it as strict JSON
 (``EvaluationResult.to_dict()`` is the layout); the CLI's ``cli.tables.score_table`` shows it.
 
+The scoring domain (``DOMAINS``): by default ("observed") every method is scored on every pixel the radar
+observed, and a method's missing (NaN) forecast there counts as no echo, so adding a method never changes
+another's scores. "common" scores every method only on the pixels where all of them have a forecast. Either
+way each method's ``Coverage`` (the fraction of observed pixels it forecast, per lead) comes with its scores.
+Per-lead figures beside the scores are accumulated per method in ``_MethodSums``, next to the scores.
+
 The windows are scored in chunks, each by the same function (``_score_task``): in this process
 (workers=1), in a pool of spawned processes (workers=N), or on a dask.distributed cluster (scheduler=...).
 Each chunk returns one accumulator per method; they are merged in chunk order, and since accumulators
@@ -28,11 +34,14 @@ import numpy as np
 from . import strict_json
 from .errors import MissingDependencyError, NowcastError
 from .methods import MODEL, for_models, precision_for, resolve
-from .verify import DEFAULT_THRESHOLDS, ScoreAccumulator, Scores, normalize_thresholds
+from .verify import (DEFAULT_THRESHOLDS, Coverage, CoverageAccumulator, ScoreAccumulator, Scores,
+                     no_echo_where_missing, normalize_thresholds)
 from .windows import WindowSet, iter_windows
 
 CHUNKS_PER_WORKER = 4  # a few chunks per worker keep them all busy to the end
 SCHEDULER_TIMEOUT_S = 10.0
+# where methods are scored: every observed pixel (a missing forecast = no echo), or the pixels all methods forecast
+DOMAINS = ("observed", "common")
 CLUSTER_EXTRA = "pip install 'nowcast[cluster]'"
 
 
@@ -42,14 +51,16 @@ CLUSTER_EXTRA = "pip install 'nowcast[cluster]'"
 
 @dataclass(frozen=True)
 class MethodResult:
-    """One method's scores on every window, and its forecast time."""
+    """One method's scores on every window, the share of the observed pixels it forecast, and its time."""
 
     name: str
     scores: Scores
     seconds_per_window: float
+    coverage: Coverage | None = None
 
     def to_dict(self) -> dict:
-        return {**self.scores.to_dict(), "seconds_per_window": self.seconds_per_window}
+        cover = self.coverage.to_dict() if self.coverage is not None else {}
+        return {**self.scores.to_dict(), **cover, "seconds_per_window": self.seconds_per_window}
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,7 @@ class EvaluationResult:
     thresholds: tuple[float, ...]
     data: tuple[SequenceWindows, ...]
     methods: tuple[MethodResult, ...]
+    domain: str = "observed"  # see DOMAINS
 
     @property
     def results(self) -> dict[str, MethodResult]:
@@ -98,6 +110,7 @@ class EvaluationResult:
             "lead_frames": self.lead_frames,
             "time_step_minutes": list(step) if isinstance(step, tuple) else step,
             "thresholds_dbz": [_plain_number(t) for t in self.thresholds],
+            "domain": self.domain,
             "data": [d.name for d in self.data],
             "data_windows": {d.name: {"windows": d.windows, "skipped_windows": d.skipped_windows} for d in self.data},
             "results": {m.name: m.to_dict() for m in self.methods},
@@ -146,16 +159,26 @@ class MethodSpec:
 
 
 def common_targets(targets: np.ndarray, forecasts) -> np.ndarray:
-    """The targets with NaN wherever some method has no forecast, so every method is scored on the same pixels.
+    """The targets with NaN wherever some method has no forecast, so every method is scored on the same pixels
+    (``domain="common"``).
 
     Methods that advect (extrapolation, Lagrangian models) have no forecast where the trajectory comes from
-    beyond the grid; persistence has one everywhere. Scoring each on its own pixels would compare them on
-    different areas.
+    beyond the grid; persistence has one everywhere.
     """
     missing = np.zeros(targets.shape, dtype=bool)
     for fc in forecasts:
         missing |= np.isnan(fc)
     return np.where(missing, np.nan, targets) if missing.any() else targets
+
+
+def scoring_domain(domain: str, targets: np.ndarray, forecasts) -> tuple[np.ndarray, list]:
+    """(targets, forecasts) as they are scored: "observed" fills each method's missing forecast with no echo
+    where the radar observed; "common" leaves the forecasts and drops the pixels some method did not forecast."""
+    if domain == "observed":
+        return targets, [no_echo_where_missing(fc, targets) for fc in forecasts]
+    if domain == "common":
+        return common_targets(targets, forecasts), list(forecasts)
+    raise NowcastError(f"unknown scoring domain {domain!r}; choose from {', '.join(DOMAINS)}")
 
 
 @dataclass(frozen=True)
@@ -172,19 +195,41 @@ class _Task:
     methods: tuple  # MethodSpec (built where the task runs) or picklable method objects
     names: tuple[str, ...]
     torch_threads: int | None = None
+    domain: str = "observed"
+
+
+class _MethodSums:
+    """One method's sums over a chunk: its scores (on the scoring domain) and, beside them, figures taken from
+    its forecast as it came (coverage). A new per-lead figure is one more accumulator here, in ``update`` and in
+    ``MethodResult``."""
+
+    def __init__(self, thresholds, n_leads: int):
+        self.scores = ScoreAccumulator(thresholds, n_leads)
+        self.coverage = CoverageAccumulator(n_leads)
+
+    def update(self, forecast, targets, scored_forecast, scored_targets) -> None:
+        self.scores.update(scored_forecast, scored_targets)
+        self.coverage.update(forecast, targets)
+
+    def merge(self, other: "_MethodSums") -> None:
+        self.scores.merge(other.scores)
+        self.coverage.merge(other.coverage)
+
+    def result(self, name: str, seconds_per_window: float) -> MethodResult:
+        return MethodResult(name, self.scores.result(), seconds_per_window, self.coverage.result())
 
 
 @dataclass
 class _Partial:
-    """What scoring a chunk gives back: one accumulator and the forecast seconds per method."""
+    """What scoring a chunk gives back: the sums and the forecast seconds per method."""
 
-    accumulators: list
+    sums: list
     seconds: list
     windows: int
 
 
 def _score_task(task: _Task, methods, progress: Callable[[int], None] | None = None) -> _Partial:
-    accs = [ScoreAccumulator(task.thresholds, task.n_out) for _ in task.names]
+    sums = [_MethodSums(task.thresholds, task.n_out) for _ in task.names]
     seconds = [0.0] * len(task.names)
     windows = WindowSet(seq=task.frames, n_in=task.n_in, n_out=task.n_out, stride=1, starts=list(task.starts))
     for inputs, targets, _ in windows.batches(task.batch_size):
@@ -198,12 +243,12 @@ def _score_task(task: _Task, methods, progress: Callable[[int], None] | None = N
                     f"method {name} returned shape {fc.shape} for {task.data_name}, expected {targets.shape}"
                 )
             forecasts.append(fc)
-        common = common_targets(targets, forecasts)
-        for acc, fc in zip(accs, forecasts):
-            acc.update(fc, common)
+        scored_targets, scored = scoring_domain(task.domain, targets, forecasts)
+        for acc, fc, scored_fc in zip(sums, forecasts, scored):
+            acc.update(fc, targets, scored_fc, scored_targets)
         if progress is not None:
             progress(len(inputs))
-    return _Partial(accs, seconds, len(task.starts))
+    return _Partial(sums, seconds, len(task.starts))
 
 
 _BUILT: dict = {}  # methods built in this worker process, by spec: a model loads once per worker
@@ -238,7 +283,7 @@ def _run_task(task: _Task) -> _Partial:
 
 
 def _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names, chunks: int | None,
-          torch_threads=None) -> list[_Task]:
+          torch_threads=None, domain: str = "observed") -> list[_Task]:
     """The windows cut into tasks in the order one process scores them: per sequence, whole batches
     (so each batch holds the same windows however many chunks there are); chunks None: one per sequence."""
     total = sum(ws.count for _, ws in window_sets)
@@ -252,7 +297,7 @@ def _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names, chun
             first = int(starts[0])
             frames = ws.seq.isel(time=slice(first, int(starts[-1]) + length))
             tasks.append(_Task(data_name, frames, tuple(int(s) - first for s in starts), n_in, n_out, batch_size,
-                               thresholds, tuple(methods), tuple(names), torch_threads))
+                               thresholds, tuple(methods), tuple(names), torch_threads, domain))
     return tasks
 
 
@@ -337,11 +382,11 @@ def _run_dask(tasks: list[_Task], client, progress: _Progress) -> list[_Partial]
     return partials
 
 
-def _merge(partials: list[_Partial]) -> tuple[list[ScoreAccumulator], list[float]]:
+def _merge(partials: list[_Partial]) -> tuple[list[_MethodSums], list[float]]:
     """The partials summed in chunk order (counts and exact sums: any order would give the same)."""
-    accs, seconds = partials[0].accumulators, list(partials[0].seconds)
+    accs, seconds = partials[0].sums, list(partials[0].seconds)
     for p in partials[1:]:
-        for acc, other in zip(accs, p.accumulators):
+        for acc, other in zip(accs, p.sums):
             acc.merge(other)
         seconds = [a + b for a, b in zip(seconds, p.seconds)]
     return accs, seconds
@@ -419,6 +464,7 @@ def evaluate(
     workers: int = 1,
     scheduler=None,
     torch_threads: int | None = None,
+    domain: str = "observed",
 ) -> EvaluationResult:
     """Run every method on every window of every sequence and score it against the targets.
 
@@ -429,15 +475,19 @@ def evaluate(
     workers: processes on this machine. scheduler: a dask.distributed scheduler address
     ('tcp://host:port') or Client whose workers score the chunks; the sequences' frames are sent to them.
     torch_threads: torch threads in each worker (default 1 with workers or a scheduler).
+    domain: "observed" (default): every method on every pixel the radar observed, a missing forecast there
+    counting as no echo; "common": every method on the pixels where all of them have a forecast
+    (``common_targets``). Each method's coverage (fraction of observed pixels it forecast) is reported either way.
 
-    Every method is scored on the same pixels: those where the radar has data and every method has a
-    forecast (``common_targets``). The result is the same, to the last bit, for any workers or scheduler, except
+    The result is the same, to the last bit, for any workers or scheduler, except
     that a torch model's forecasts depend on torch's thread count: with workers at the default of one thread,
     its scores agree to rounding (give ``torch_threads=torch.get_num_threads()`` for the last bit).
     Raises NowcastError when no sequence yields a single window.
     """
     thresholds = normalize_thresholds(thresholds)
     _check_parallel(workers, scheduler, torch_threads)
+    if domain not in DOMAINS:
+        raise NowcastError(f"unknown scoring domain {domain!r}; choose from {', '.join(DOMAINS)}")
     if batch_size < 1:
         raise NowcastError(f"batch size must be at least 1, got {batch_size}")
     parallel = workers > 1 or scheduler is not None
@@ -447,27 +497,27 @@ def evaluate(
     bar = _Progress(progress, total)
     threads = torch_threads if torch_threads is not None or not parallel else 1
     if not parallel:
-        tasks = _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names, None)
+        tasks = _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names, None, domain=domain)
         partials = [_score_task(task, methods, bar) for task in tasks]
     elif scheduler is None:
         tasks = _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names,
-                      CHUNKS_PER_WORKER * workers, threads)
+                      CHUNKS_PER_WORKER * workers, threads, domain)
         partials = _run_pool(tasks, int(workers), bar)
     else:
         owned = isinstance(scheduler, str)
         client = connect_scheduler(scheduler) if owned else scheduler
         try:
             tasks = _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names,
-                          CHUNKS_PER_WORKER * _cluster_slots(client), threads)
+                          CHUNKS_PER_WORKER * _cluster_slots(client), threads, domain)
             partials = _run_dask(tasks, client, bar)
         finally:
             if owned:
                 client.close()
     accs, seconds = _merge(partials)
-    return _result(window_sets, n_in, n_out, thresholds, names, accs, seconds)
+    return _result(window_sets, n_in, n_out, thresholds, names, accs, seconds, domain)
 
 
-def _result(window_sets, n_in, n_out, thresholds, names, accs, seconds) -> EvaluationResult:
+def _result(window_sets, n_in, n_out, thresholds, names, accs, seconds, domain) -> EvaluationResult:
     total = sum(ws.count for _, ws in window_sets)
     steps = [ws.step_minutes for _, ws in window_sets if ws.count]
     unique_steps = sorted(set(steps))
@@ -480,7 +530,8 @@ def _result(window_sets, n_in, n_out, thresholds, names, accs, seconds) -> Evalu
         time_step_minutes=unique_steps[0] if len(unique_steps) == 1 else tuple(steps),
         thresholds=tuple(thresholds),
         data=tuple(SequenceWindows(name, ws.count, ws.skipped) for name, ws in window_sets),
-        methods=tuple(MethodResult(name, acc.result(), sec / total) for name, acc, sec in zip(names, accs, seconds)),
+        methods=tuple(acc.result(name, sec / total) for name, acc, sec in zip(names, accs, seconds)),
+        domain=domain,
     )
 
 

@@ -1,12 +1,15 @@
-"""Forecast verification scores (DESIGN.md, "Scores"), for numpy arrays and torch tensors alike.
+"""Forecast verification scores (docs/conventions.md, "Scores"), for numpy arrays and torch tensors alike.
 
 Every function takes forecasts and observations in dBZ with the same shape, frames on the last two axes.
 
 Missing data
 ------------
 - Contingency counts, MSE and MAE: a pixel counts only when both the observation and the forecast are
-  finite. NaN observations are no data (DESIGN.md); a NaN forecast (a method keeps no-data regions as
-  NaN) cannot be scored either, so it is excluded the same way rather than counted as "no event".
+  finite. NaN observations are no data (docs/conventions.md); a NaN forecast (a method keeps no-data regions
+  as NaN) cannot be scored either, so it is excluded the same way rather than counted as "no event".
+  ``evaluate`` decides first which pixels a method answers for: by default it turns a missing forecast
+  where the radar observed into no echo (``no_echo_where_missing``), as pysteps' scores count a NaN
+  forecast, and reports each method's ``Coverage`` beside its scores.
 - GDL: a neighbour difference counts only when both of its pixels are finite in both fields.
 - SSIM: the windowed statistics need a full frame, so NaN is filled with the floor (-10 dBZ, i.e. 0 on
   the [0, 1] scale) in both fields; a frame whose observation is all NaN is left out.
@@ -37,7 +40,7 @@ from typing import Iterable
 import numpy as np
 from scipy import ndimage
 
-from .units import dbz_to_unit
+from .units import DBZ_FLOOR, dbz_to_unit
 
 DEFAULT_THRESHOLDS = (30.0, 40.0, 50.0)
 
@@ -263,6 +266,28 @@ class Scores:
                      "empty_observation_frames"):
             out[name] = getattr(self, name)
         return out
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of the observed area a method forecast: per lead, the pixels with an observation and, among
+    them, those where the method's forecast is not NaN (``CoverageAccumulator.result()``)."""
+
+    observed_per_lead: tuple[int, ...]
+    forecast_per_lead: tuple[int, ...]
+
+    @property
+    def per_lead(self) -> tuple[float, ...]:
+        """The fraction of observed pixels forecast, per lead (NaN for a lead with no observed pixel)."""
+        return tuple(_div(f, o) for f, o in zip(self.forecast_per_lead, self.observed_per_lead))
+
+    @property
+    def pooled(self) -> float:
+        """The fraction over all leads (pixels summed before the ratio)."""
+        return _div(sum(self.forecast_per_lead), sum(self.observed_per_lead))
+
+    def to_dict(self) -> dict:
+        return {"coverage": self.pooled, "coverage_per_lead": list(self.per_lead)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -572,6 +597,31 @@ class ScoreAccumulator(_Accumulator):
             frames=int(self.frames.sum()),
             empty_observation_frames=int(self.empty_frames.sum()),
         )
+
+
+class CoverageAccumulator(_Accumulator):
+    """Per lead: pixels with an observation, and among them those the forecast covers (not NaN)."""
+
+    def __init__(self, n_leads: int = 10):
+        super().__init__(n_leads)
+        self.observed = np.zeros(self.n_leads, dtype=np.int64)
+        self.forecast = np.zeros(self.n_leads, dtype=np.int64)
+
+    def _add(self, lead, f, o, obs_ok, valid) -> None:
+        self.observed[lead] += int(np.count_nonzero(obs_ok))
+        self.forecast[lead] += int(np.count_nonzero(valid))
+
+    def result(self) -> Coverage:
+        return Coverage(tuple(int(v) for v in self.observed), tuple(int(v) for v in self.forecast))
+
+
+def no_echo_where_missing(forecast, observed) -> np.ndarray:
+    """The forecast with no echo (the floor, -10 dBZ) wherever it is NaN and the observation is not: inside
+    the radar's coverage a missing forecast is a forecast of no rain to whoever reads it. Returns the
+    forecast unchanged (as numpy) when there is nothing to fill."""
+    fc, obs = _pair(forecast, observed)
+    fill = np.isnan(fc) & np.isfinite(obs)
+    return np.where(fill, np.asarray(DBZ_FLOOR, fc.dtype), fc) if fill.any() else fc
 
 
 # ---------------------------------------------------------------------------------------------

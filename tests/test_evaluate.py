@@ -77,7 +77,8 @@ def test_result_layout_and_strict_json_with_nan():
     assert list(result.results) == ["persistence", "shifted"]
     d = result.to_dict()
     assert list(d) == ["windows", "skipped_windows", "too_short_sequences", "input_frames", "lead_frames",
-                       "time_step_minutes", "thresholds_dbz", "data", "data_windows", "results"]
+                       "time_step_minutes", "thresholds_dbz", "domain", "data", "data_windows", "results"]
+    assert d["domain"] == "observed"
     assert d["thresholds_dbz"] == [30, 40, 60] and d["data"] == ["a", "b"]
     assert d["data_windows"] == {"a": {"windows": 2, "skipped_windows": 0},
                                  "b": {"windows": 3, "skipped_windows": 0}}
@@ -86,7 +87,8 @@ def test_result_layout_and_strict_json_with_nan():
                        "bias_per_lead", "gdl", "mse", "mae", "ssim", "gdl_per_lead", "mse_per_lead",
                        "mae_per_lead", "ssim_per_lead", "counts", "counts_per_lead", "valid_pixels",
                        "nan_observation_pixels", "nan_forecast_pixels", "frames", "empty_observation_frames",
-                       "seconds_per_window"]
+                       "coverage", "coverage_per_lead", "seconds_per_window"]
+    assert r["coverage"] == 1.0 and r["coverage_per_lead"] == [1.0] * 10
     assert r["counts_per_lead"]["30"]["hits"] == [c.hits for c in result.method("persistence").scores.at(30)
                                                   .counts_per_lead]
     for key in ("csi", "pod", "far", "bias"):
@@ -199,3 +201,78 @@ def test_methods_are_scored_on_the_pixels_all_of_them_forecast():
     assert np.isnan(common[0, 0, 0, 0]) and np.isnan(common[0, 1, :, 0]).all()
     assert int(np.isfinite(common).sum()) == targets.size - 1 - 3
     assert common_targets(targets, [a]) is targets  # nothing to drop: no copy
+
+
+class Holey:
+    """Persistence with no forecast (NaN) on the first `cols` columns: an advecting method's inflow border."""
+
+    def __init__(self, cols=1, name="holey"):
+        self.cols, self.name = cols, name
+
+    def __call__(self, inputs, n_out):
+        fc = np.repeat(inputs[:, -1:], n_out, axis=1).copy()
+        fc[..., :self.cols] = np.nan
+        return fc
+
+
+def test_a_missing_forecast_is_no_echo_on_observed_pixels_and_coverage_is_counted():
+    """Hand-computed: 2 x 4 frames all at 35 dBZ (one observation missing); a method without a forecast on
+    column 0 misses there in the default domain, and the common domain drops column 0 for every method."""
+    from nowcast.evaluate import scoring_domain
+
+    seq = xr.DataArray(np.full((3, 2, 4), 35.0, np.float32), dims=("time", "y", "x"),
+                       coords={"time": T0 + np.arange(3) * np.timedelta64(5, "m")})
+    seq[2, 1, 3] = np.nan  # the observation has no data at one pixel
+    res = evaluate([("a", seq)], [Persistence(), Holey(1)], thresholds=[30], n_in=2, n_out=1)
+    full, holey = res.method("persistence"), res.method("holey")
+    assert full.scores.at(30).counts.as_tuple() == (7, 0, 0, 0)
+    assert holey.scores.at(30).counts.as_tuple() == (5, 2, 0, 0)  # column 0: two misses
+    assert holey.scores.at(30).csi == pytest.approx(5 / 7) and holey.scores.valid_pixels == 7
+    assert holey.scores.mae == pytest.approx(2 * 45 / 7)  # the floor (-10) against 35 dBZ at two pixels
+    assert holey.coverage.observed_per_lead == (7,) and holey.coverage.forecast_per_lead == (5,)
+    assert holey.coverage.pooled == pytest.approx(5 / 7) and full.coverage.per_lead == (1.0,)
+
+    common = evaluate([("a", seq)], [Persistence(), Holey(1)], thresholds=[30], n_in=2, n_out=1, domain="common")
+    assert common.domain == "common"
+    for m in common.methods:  # both on the 5 pixels with an observation and both forecasts
+        assert m.scores.at(30).counts.as_tuple() == (5, 0, 0, 0)
+    assert common.method("holey").coverage == holey.coverage  # coverage does not depend on the domain
+
+    targets = seq.values[None, 2:3]
+    fc = np.full_like(targets, np.nan)
+    scored_targets, (filled,) = scoring_domain("observed", targets, [fc])
+    assert scored_targets is targets
+    assert np.array_equal(np.isnan(filled), np.isnan(targets)) and np.nanmax(filled) == -10.0
+    with pytest.raises(NowcastError, match="scoring domain"):
+        evaluate([("a", seq)], [Persistence()], n_in=2, n_out=1, domain="mine")
+
+
+def _evaluate_cli(tmp_path, name, *args):
+    from nowcast.cli import main
+
+    out = tmp_path / f"{name}.json"
+    rc = main(["evaluate", str(tmp_path / "radar.nc"), "--units", "dBZ", "--json", str(out), *args])
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+def test_cli_adding_a_method_leaves_the_others_scores_unchanged_and_reports_coverage(tmp_path, capsys):
+    moving_blob(17).to_netcdf(tmp_path / "radar.nc")
+    alone = _evaluate_cli(tmp_path, "alone", "--baseline", "persistence")
+    both = _evaluate_cli(tmp_path, "both", "--baseline", "persistence", "--baseline", "extrapolation")
+    table = capsys.readouterr().out
+    pers = {k: v for k, v in alone["results"]["persistence"].items() if k != "seconds_per_window"}
+    assert {k: both["results"]["persistence"][k] for k in pers} == pers  # to the last bit
+    extra = both["results"]["extrapolation"]
+    assert extra["coverage"] < 1.0 and len(extra["coverage_per_lead"]) == 10
+    lead = extra["coverage_per_lead"]
+    assert lead[-1] < lead[0] <= 1.0  # the inflow border grows with lead
+    assert extra["nan_forecast_pixels"] == 0  # scored everywhere: a missing forecast is no echo
+    assert "coverage" in table and f"{100 * extra['coverage']:.1f}" in table
+    assert "every observed pixel" in table
+    # the old view on request: persistence is then scored on extrapolation's pixels only
+    common = _evaluate_cli(tmp_path, "common", "--baseline", "persistence", "--baseline", "extrapolation",
+                           "--domain", "common")
+    assert common["domain"] == "common"
+    assert common["results"]["persistence"]["valid_pixels"] < pers["valid_pixels"]
+    assert common["results"]["extrapolation"]["coverage"] == extra["coverage"]

@@ -36,6 +36,10 @@ def evaluate(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
                                             help="Score on a dask.distributed cluster (tcp://host:port); needs "
                                                  "nowcast[cluster], and workers that can read the model files."),
+    domain: str = typer.Option("observed", "--domain", metavar="observed|common",
+                               help="Pixels scored: 'observed' = every pixel the radar observed, a method's missing "
+                                    "forecast there counting as no echo (adding a method never changes another's "
+                                    "scores); 'common' = only the pixels every method forecast."),
     prob_match: bool = PROB_MATCH, lead_smoothing: Optional[float] = LEAD_SMOOTHING,
     device: str = DEVICE, precision: str = PRECISION, overwrite: bool = OVERWRITE, reading: Reading = Reading(),
 ):
@@ -45,14 +49,19 @@ def evaluate(
 
     Without --model or --baseline: the default method and persistence.
 
+    Every method is scored on every pixel the radar observed; where a method has no forecast (advection
+    has none on the inflow border) it counts as no echo, and the coverage column and table say how much of
+    the observed area each method forecast, per lead. --domain common scores only the pixels all methods
+    forecast.
+
     --workers N or --scheduler ADDRESS split the windows between processes; each builds its own methods
     and the merged scores equal those of one process exactly for the baselines, and to rounding for a model
     (each worker runs torch on one thread, and torch's sums depend on the thread count).
     """
     from ..atomic import atomic_write_text
-    from ..evaluate import MethodSpec, to_json
+    from ..evaluate import DOMAINS, MethodSpec, to_json
     from ..methods import check_specs, comparison_specs, resolve_all
-    from .tables import score_table
+    from .tables import coverage_table, score_table
 
     check_suffix(json_out, "--json", (".json",), "JSON")
     check_picture_path(plot, "--plot")
@@ -60,6 +69,8 @@ def evaluate(
     if scheduler is not None and workers > 1:
         raise NowcastError("give --workers or --scheduler, not both: with --scheduler the cluster's workers score")
     thr = _thresholds(thresholds)
+    if domain not in DOMAINS:
+        raise NowcastError(f"--domain {domain!r}: choose observed or common")
     specs = comparison_specs(model, baseline)
     check_specs(specs, precision, prob_match, lead_smoothing)
     client = _connect(scheduler)  # an unreachable scheduler is refused before any file is read
@@ -70,11 +81,12 @@ def evaluate(
         if workers > 1 or client is not None:  # recipes: every worker builds its own
             methods = MethodSpec.recipes(specs, methods, device=device, precision=precision, prob_match=prob_match,
                                          lead_smoothing=lead_smoothing)
-        result = _run(sequences, methods, thr, input_frames, lead_frames, stride, workers, client)
+        result = _run(sequences, methods, thr, input_frames, lead_frames, stride, workers, client, domain)
     finally:
         if client is not None:
             client.close()
     out.print(score_table(result))
+    out.print(coverage_table(result))
     if json_out is not None:
         atomic_write_text(json_out, to_json(result), overwrite=overwrite)
         say(f"wrote {json_out}")
@@ -85,7 +97,7 @@ def evaluate(
         say(f"wrote {plot}")
 
 
-def _run(sequences, methods, thresholds, n_in, n_out, stride, workers, client):
+def _run(sequences, methods, thresholds, n_in, n_out, stride, workers, client, domain):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..evaluate import evaluate as run_evaluation
@@ -98,7 +110,7 @@ def _run(sequences, methods, thresholds, n_in, n_out, stride, workers, client):
             bar.update(task, completed=done, total=total)
 
         return run_evaluation(sequences, methods, thresholds=thresholds, n_in=n_in, n_out=n_out, stride=stride,
-                              progress=progress, workers=workers, scheduler=client)
+                              progress=progress, workers=workers, scheduler=client, domain=domain)
 
 
 def _connect(address: str | None):

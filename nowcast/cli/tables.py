@@ -24,9 +24,20 @@ def _columns(result: EvaluationResult):
         ("MSE", lambda m: m.scores.mse, False),
         ("MAE", lambda m: m.scores.mae, False),
         ("SSIM", lambda m: m.scores.ssim, True),
+        ("coverage", lambda m: _coverage(m), None),
         ("s/window", lambda m: m.seconds_per_window, False),
     ]
     return cols
+
+
+def _coverage(m):
+    return m.coverage.pooled if m.coverage is not None else None
+
+
+DOMAIN_TEXT = {
+    "observed": "every method on every observed pixel; a missing forecast counts as no echo",
+    "common": "every method on the pixels all of them forecast",
+}
 
 
 def _value(x):
@@ -35,12 +46,13 @@ def _value(x):
 
 def score_table(result: EvaluationResult, title: str | None = None) -> Table:
     """A rich Table: one row per method; CSI at every threshold, POD and FAR at the middle threshold,
-    GDL, MSE, MAE (dBZ), SSIM and seconds per window; the best value in each column in bold."""
+    GDL, MSE, MAE (dBZ), SSIM, coverage (pooled) and seconds per window; the best score in each column in bold."""
     if title is None:
         step = result.time_step_minutes
         step_txt = f", {step:g} min steps" if isinstance(step, (int, float)) else ""
         title = (f"{result.windows} windows ({result.input_frames} -> {result.lead_frames} frames"
-                 f"{step_txt}); thresholds in dBZ, MSE/MAE in dBZ")
+                 f"{step_txt}); thresholds in dBZ, MSE/MAE in dBZ\nscored: {DOMAIN_TEXT[result.domain]}; "
+                 "coverage: share of observed pixels forecast")
     table = Table(title=title)
     table.add_column("method")
     cols = _columns(result)
@@ -50,7 +62,7 @@ def score_table(result: EvaluationResult, title: str | None = None) -> Table:
     best = []
     for j, (_, _, higher) in enumerate(cols):
         finite = [v[j] for v in values if v[j] is not None]
-        best.append((max(finite) if higher else min(finite)) if finite else None)
+        best.append((max(finite) if higher else min(finite)) if finite and higher is not None else None)
     for m, vals in zip(result.methods, values):
         cells = []
         for j, v in enumerate(vals):
@@ -58,7 +70,32 @@ def score_table(result: EvaluationResult, title: str | None = None) -> Table:
                 cells.append("–")
                 continue
             digits = 2 if cols[j][0] in ("MSE", "MAE") else 4 if cols[j][0] == "s/window" else 3
-            text = f"{v:.{digits}f}"
+            text = f"{100 * v:.1f} %" if cols[j][0] == "coverage" else f"{v:.{digits}f}"
             cells.append(f"[bold]{text}[/bold]" if len(values) > 1 and v == best[j] else text)
         table.add_row(escape(m.name), *cells)  # a model path may hold [brackets]
     return table
+
+
+def coverage_table(result: EvaluationResult) -> Table:
+    """A rich Table: one row per method, its coverage (the share of observed pixels it forecast) per lead and
+    pooled, in percent; '–' where a method reports none or a lead had no observed pixel."""
+    step = result.time_step_minutes
+    minutes = isinstance(step, (int, float))
+    table = Table(title="coverage: % of observed pixels forecast, by lead " + ("time (min)" if minutes else ""))
+    table.add_column("method")
+    for lead in range(1, result.lead_frames + 1):
+        header = f"+{lead * step:g}" if minutes else f"{lead}"
+        table.add_column(header, justify="right")
+    table.add_column("all", justify="right")
+    for m in result.methods:
+        if m.coverage is None:
+            values = [None] * (result.lead_frames + 1)
+        else:
+            values = [*m.coverage.per_lead, m.coverage.pooled]
+        table.add_row(escape(m.name), *(_percent(v) for v in values))
+    return table
+
+
+def _percent(v) -> str:
+    v = _value(v)
+    return "–" if v is None else f"{100 * v:.1f}"

@@ -16,9 +16,11 @@ from .objectives import metric_value
 
 
 def _evaluate(val_seqs, methods, config: TrainConfig) -> EvaluationResult:
+    # domain "common": each method is scored on the pixels it forecast, as validation always has (the model and
+    # the baselines are evaluated apart), so a run's logged scores and best checkpoint keep their meaning
     v = config.validation
     return evaluate(val_seqs, methods, thresholds=v.thresholds, n_in=config.model.input_frames,
-                    n_out=config.model.output_frames, stride=v.stride, batch_size=v.batch_size)
+                    n_out=config.model.output_frames, stride=v.stride, batch_size=v.batch_size, domain="common")
 
 
 def summarize(scores: Scores, windows: int, terms) -> dict:
