@@ -34,6 +34,7 @@ from xarray.backends import BackendArray
 from xarray.conventions import decode_cf_variable
 from xarray.core import indexing
 
+from . import formats
 from .errors import NowcastError
 
 INDEX_VERSION = 1
@@ -61,6 +62,7 @@ class Layout:
     y_dim: str
     x_dim: str
     picks: tuple = ()
+    format: str = "netcdf"  # or an image format of nowcast.formats (one frame a file, read by its reader)
 
 
 def shape_frames(da: xr.DataArray, layout: Layout, frame_time=None) -> xr.DataArray:
@@ -148,6 +150,10 @@ class RawTimes:
 
 def read_time_values(path: Path, layout: Layout) -> RawTimes:
     """The stored times of one archive file, after checking it has the first file's layout."""
+    if layout.format != "netcdf":
+        with _NC_LOCK:
+            t = formats.read_time(path, layout.format)
+        return RawTimes(np.array([t], dtype="datetime64[ns]"), ())
     with _NC_LOCK:
         nc = _open_nc(path)
         try:
@@ -192,6 +198,8 @@ def decode_times(raw, files: list[Path]) -> list[np.ndarray]:
 
 def read_frames(path: Path, layout: Layout, start: int, stop: int) -> np.ndarray:
     """Frames start..stop-1 of one file as (n, H, W) float32, decoded as xarray.open_dataset decodes them."""
+    if layout.format != "netcdf":
+        return _image_frames(path, layout)
     with _NC_LOCK:
         nc = _open_nc(path)
         try:
@@ -205,6 +213,18 @@ def read_frames(path: Path, layout: Layout, start: int, stop: int) -> np.ndarray
         finally:
             nc.close()
     return _as_frames(decoded, layout)
+
+
+def _image_frames(path: Path, layout: Layout) -> np.ndarray:
+    """The one frame of a file in an image format (ODIM, KNMI, PGM, GeoTIFF, GIF) as (1, H, W) float32."""
+    with _NC_LOCK:  # h5py shares the HDF5 library's global state too
+        ds = formats.read_dataset(path, layout.format)
+    var = ds.get(layout.variable)
+    if var is None or var.dims != layout.dims or var.shape != layout.sizes:
+        found = "x".join(map(str, var.shape)) if var is not None else "no"
+        raise NowcastError(f"holds {found} {layout.variable!r} field, unlike the archive's first file "
+                           f"({'x'.join(map(str, layout.sizes))}): files have different grids or quantities", path)
+    return _as_frames(var.variable, layout)
 
 
 # ----------------------------------------------------------------------------- the index

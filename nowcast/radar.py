@@ -16,13 +16,13 @@ import glob as globmod
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from . import archive, timeaxis
+from . import archive, formats, timeaxis
 from . import units as U
 from .errors import NowcastError, NowcastNote, NowcastWarning
 from .timeaxis import regular_step
@@ -115,9 +115,13 @@ def expand_paths(paths) -> list[Path]:
     return unique
 
 
-def _open_dataset(path: Path) -> xr.Dataset:
+def _open_dataset(path: Path, fmt: str | None = None) -> tuple[xr.Dataset, str]:
+    """The file as a Dataset, and its format: `fmt` if given, else what its content shows (nowcast.formats)."""
+    fmt = fmt or formats.detect_format(path)
+    if fmt != "netcdf":
+        return formats.read_dataset(path, fmt), fmt
     try:
-        return xr.open_dataset(path, mask_and_scale=True, decode_times=True, cache=False)
+        return xr.open_dataset(path, mask_and_scale=True, decode_times=True, cache=False), fmt
     except Exception as exc:  # netCDF4/h5 raise many types for unreadable files
         raise archive.unreadable(path, exc) from None
 
@@ -259,14 +263,15 @@ def _layout(ds: xr.Dataset, name: str, path: Path, select: dict | None, reduce: 
 
 
 def _read_frames(path: Path, variable: str | None, select: dict | None, reduce: str | None,
-                 head: int | None = None) -> _Frames:
+                 head: int | None = None, fmt: str | None = None) -> _Frames:
     """One file's frames as stored (all of them, or the first `head`), with what the reader learnt about it."""
-    ds = _open_dataset(path)
+    ds, fmt = _open_dataset(path, fmt)
     name, choice_note = _choose_variable(ds, path, variable)
     da = ds[name]
     raw_dtype = da.encoding.get("dtype", da.dtype)
     raw_integer = np.issubdtype(np.dtype(raw_dtype), np.integer) and "scale_factor" not in da.encoding
     layout, frame_time = _layout(ds, name, path, select, reduce)
+    layout = replace(layout, format=fmt)
     da = archive.shape_frames(da, layout, frame_time)
     y_dim, x_dim = layout.y_dim, layout.x_dim
     gm_name = da.attrs.get("grid_mapping")
@@ -334,6 +339,7 @@ def open_radar(
     reduce: str | None = None,
     lazy: bool | None = None,
     index_cache=None,
+    format: str | None = None,
 ) -> xr.DataArray:
     """Read radar files into one (time, y, x) reflectivity sequence in dBZ.
 
@@ -350,17 +356,20 @@ def open_radar(
     checked when read (an unphysical file is named then).
     index_cache: folder for a lazy archive's index of file times (None: ``archive.default_cache_dir()``;
     False: no index kept).
+    format: the files' format (``nowcast.formats.FORMAT_NAMES``: netcdf, odim, knmi, pgm, geotiff, mch-gif);
+    None finds each file's format from its content.
     """
+    fmt = formats.check_format_name(format)
     files = expand_paths(paths)
     label = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
-    first = _read_frames(files[0], variable, select, reduce, head=1)
+    first = _read_frames(files[0], variable, select, reduce, head=1, fmt=fmt)
     conversion = dict(units=units, scale=scale, offset=offset, zr_a=zr_a, zr_b=zr_b)
     if lazy is None:
         lazy = len(files) * first.n_frames * first.data[0].size * 4 > LAZY_THRESHOLD_BYTES
     if lazy:
         return _open_lazy(files, first, label, conversion, index_cache)
     notes: list[str] = []
-    frames = [_read_frames(f, variable, select, reduce) for f in files]
+    frames = [_read_frames(f, variable, select, reduce, fmt=fmt) for f in files]
     # One note for the whole sequence, however many per-frame files made the same choice.
     choices = list(dict.fromkeys(fr.choice_note for fr in frames if fr.choice_note))
 

@@ -143,6 +143,9 @@ OFFSET = typer.Option(None, "--offset", metavar="NUMBER", help="8-bit pixels: th
 SELECT = typer.Option(None, "--select", metavar="DIM=INDEX", help="Pick one index of an extra dimension, "
                                                                   "e.g. elevation=0.")
 REDUCE = typer.Option(None, "--reduce", metavar="max|mean", help="Combine an extra dimension: max or mean.")
+FORMAT = typer.Option(None, "--format", metavar="NAME",
+                      help="The input files' format: netcdf, odim, knmi, pgm, geotiff or mch-gif. Default: found "
+                           "from each file's content.")
 LAZY = typer.Option(None, "--lazy/--eager",
                     help="Read frames from the files only when a window needs them (--lazy: memory stays flat "
                          "however long the archive), or all at once (--eager). Default: lazy when a sequence's "
@@ -159,6 +162,7 @@ class Reading:
     offset: Optional[float] = None
     select: Optional[List[str]] = None
     reduce: Optional[str] = None
+    format: Optional[str] = None
     lazy: Optional[bool] = None
 
     def open(self, paths):
@@ -166,14 +170,16 @@ class Reading:
         from ..radar import open_radar  # xarray and netCDF4: not needed for --help
 
         return open_radar([str(p) for p in paths], variable=self.variable, units=self.units, scale=self.scale,
-                          offset=self.offset, select=_parse_select(self.select), reduce=self.reduce, lazy=self.lazy)
+                          offset=self.offset, select=_parse_select(self.select), reduce=self.reduce, lazy=self.lazy,
+                          format=self.format)
 
 
 def reading_parameters(lazy: bool = False) -> list[inspect.Parameter]:
     """The reading options as command parameters (``--lazy/--eager`` for commands that read whole archives)."""
     rows = [("variable", Optional[str], VARIABLE), ("units", Optional[str], UNITS), ("scale", Optional[float], SCALE),
             ("offset", Optional[float], OFFSET), ("select", Optional[List[str]], SELECT),
-            ("reduce", Optional[str], REDUCE)] + ([("lazy", Optional[bool], LAZY)] if lazy else [])
+            ("reduce", Optional[str], REDUCE), ("format", Optional[str], FORMAT)]
+    rows += [("lazy", Optional[bool], LAZY)] if lazy else []
     return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=ann)
             for name, ann, option in rows]
 
