@@ -25,6 +25,8 @@ from .pgm import read_pgm, read_pgm_time
 __all__ = ["FORMAT_NAMES", "RadarFrame", "check_format_name", "detect_format", "read_dataset", "read_frame",
            "read_time"]
 
+DISPLAY_NAMES = {"odim": "ODIM HDF5", "knmi": "KNMI HDF5", "pgm": "FMI PGM", "geotiff": "GeoTIFF",
+                 "mch-gif": "MeteoSwiss GIF"}
 _READERS = {
     "odim": (read_odim, read_odim_time),
     "knmi": (read_knmi, read_knmi_time),
@@ -58,8 +60,8 @@ def _guarded(read, path: Path, fmt: str):
         raise
     except Exception as exc:  # h5py, PIL, tifffile and numpy raise many types for damaged files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise NowcastError(f"cannot be read as {fmt} ({reason}); the file may be damaged or truncated",
-                           path) from None
+        raise NowcastError(f"cannot be read as {DISPLAY_NAMES[fmt]} ({reason}); the file may be in another "
+                           "format, damaged or truncated", path) from None
 
 
 def read_frame(path: Path, fmt: str) -> RadarFrame:
