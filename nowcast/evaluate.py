@@ -33,6 +33,7 @@ import numpy as np
 
 from . import strict_json
 from .errors import MissingDependencyError, NowcastError
+from .invented import InventedEcho, InventedEchoAccumulator, advected_last_input, pixel_km_of, source_support
 from .methods import MODEL, for_models, precision_for, resolve
 from .verify import (DEFAULT_THRESHOLDS, Coverage, CoverageAccumulator, ScoreAccumulator, Scores,
                      no_echo_where_missing, normalize_thresholds)
@@ -57,10 +58,12 @@ class MethodResult:
     scores: Scores
     seconds_per_window: float
     coverage: Coverage | None = None
+    invented: InventedEcho | None = None  # heavy echo with no source in the advected last input (nowcast.invented)
 
     def to_dict(self) -> dict:
         cover = self.coverage.to_dict() if self.coverage is not None else {}
-        return {**self.scores.to_dict(), **cover, "seconds_per_window": self.seconds_per_window}
+        invented = self.invented.to_dict() if self.invented is not None else {}
+        return {**self.scores.to_dict(), **cover, **invented, "seconds_per_window": self.seconds_per_window}
 
 
 @dataclass(frozen=True)
@@ -206,17 +209,21 @@ class _MethodSums:
     def __init__(self, thresholds, n_leads: int):
         self.scores = ScoreAccumulator(thresholds, n_leads)
         self.coverage = CoverageAccumulator(n_leads)
+        self.invented = InventedEchoAccumulator(n_leads)
 
-    def update(self, forecast, targets, scored_forecast, scored_targets) -> None:
+    def update(self, forecast, targets, scored_forecast, scored_targets, support) -> None:
         self.scores.update(scored_forecast, scored_targets)
         self.coverage.update(forecast, targets)
+        self.invented.update(forecast, targets, support)
 
     def merge(self, other: "_MethodSums") -> None:
         self.scores.merge(other.scores)
         self.coverage.merge(other.coverage)
+        self.invented.merge(other.invented)
 
     def result(self, name: str, seconds_per_window: float) -> MethodResult:
-        return MethodResult(name, self.scores.result(), seconds_per_window, self.coverage.result())
+        return MethodResult(name, self.scores.result(), seconds_per_window, self.coverage.result(),
+                            self.invented.result())
 
 
 @dataclass
@@ -244,8 +251,10 @@ def _score_task(task: _Task, methods, progress: Callable[[int], None] | None = N
                 )
             forecasts.append(fc)
         scored_targets, scored = scoring_domain(task.domain, targets, forecasts)
+        # one reference per window for every method: where the last observation, moved on, had heavy echo near
+        support = source_support(advected_last_input(inputs, task.n_out), pixel_km_of(task.frames))
         for acc, fc, scored_fc in zip(sums, forecasts, scored):
-            acc.update(fc, targets, scored_fc, scored_targets)
+            acc.update(fc, targets, scored_fc, scored_targets, support)
         if progress is not None:
             progress(len(inputs))
     return _Partial(sums, seconds, len(task.starts))

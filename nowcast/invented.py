@@ -31,7 +31,8 @@ def advected_last_input(inputs: np.ndarray, n_out: int) -> np.ndarray:
     trajectory comes from beyond the grid or from no data."""
     out = []
     for window in np.asarray(inputs, dtype=np.float32):
-        velocity = torch.from_numpy(np.asarray(estimate_motion(window), dtype=np.float32))[None]
+        velocity = torch.from_numpy(np.array(estimate_motion(window), dtype=np.float32))[None]  # a copy: the
+        # flow may come from motion.py's read-only cache
         last = torch.from_numpy(np.where(np.isfinite(window[-1]), window[-1], DBZ_FLOOR).astype(np.float32))[None]
         frames, ok = extrapolate(last, velocity, int(n_out))
         out.append(torch.where(ok, frames, torch.full_like(frames, DBZ_FLOOR))[0].numpy())
@@ -52,23 +53,27 @@ def source_support(reference: np.ndarray, pixel_km: float, source_dbz: float = S
     ref = np.asarray(reference)
     if not pixel_km > 0:
         raise ValueError(f"pixel size must be positive, got {pixel_km} km")
-    footprint = disc(radius_km / pixel_km)
+    footprint = disc(min(radius_km / pixel_km, max(ref.shape[-2:])))  # no wider than the grid
     source = np.nan_to_num(ref, nan=DBZ_FLOOR) >= source_dbz
     flat = source.reshape((-1,) + ref.shape[-2:])
     grown = np.stack([ndimage.binary_dilation(f, structure=footprint) for f in flat]) if flat.size else flat
     return grown.reshape(ref.shape)
 
 
+_METRES = ("m", "metre", "meter", "metres", "meters")
+_KILOMETRES = ("km", "kilometre", "kilometer", "kilometres", "kilometers")
+
+
 def pixel_km_of(seq) -> float:
-    """The grid spacing in km from a DataArray's x coordinate (metres, as open_radar keeps it); 1 km when the
-    sequence has no usable x coordinate (a plain array)."""
-    x = getattr(seq, "coords", {}).get("x") if hasattr(seq, "coords") else None
+    """The grid spacing in km from a DataArray's x coordinate in metres or km (as open_radar keeps it); 1 km
+    when the sequence has no x coordinate with such units (a plain array, pixel indices)."""
+    x = seq.coords.get("x") if hasattr(seq, "coords") else None
     if x is None or x.size < 2:
         return 1.0
+    units = str(x.attrs.get("units", "")).strip().lower()
+    scale = 1e-3 if units in _METRES else 1.0 if units in _KILOMETRES else None
     step = float(np.median(np.abs(np.diff(np.asarray(x.values, dtype=np.float64)))))
-    units = str(x.attrs.get("units", "m")).strip().lower()
-    scale = 1.0 if units in ("km", "kilometre", "kilometer", "kilometres", "kilometers") else 1e-3
-    return step * scale if step > 0 else 1.0
+    return step * scale if scale is not None and step > 0 else 1.0
 
 
 @dataclass(frozen=True)

@@ -118,5 +118,36 @@ def test_pixel_size_from_the_x_coordinate():
     import xarray as xr
 
     da = xr.DataArray(np.zeros((1, 2, 3)), dims=("time", "y", "x"), coords={"x": [0.0, 500.0, 1000.0]})
-    assert pixel_km_of(da) == pytest.approx(0.5)
+    assert pixel_km_of(da) == 1.0  # no units: pixel indices, taken as 1 km
+    assert pixel_km_of(da.assign_coords(x=da.x.assign_attrs(units="m"))) == pytest.approx(0.5)
+    assert pixel_km_of(da.assign_coords(x=[0.0, 2.0, 4.0]).assign_coords(x=lambda d: d.x.assign_attrs(units="km"))) == 2.0
     assert pixel_km_of(np.zeros((1, 2, 3))) == 1.0
+
+
+def test_evaluate_reports_invented_heavy_echo_for_every_method(tmp_path):
+    """A method that paints a 50 dBZ cell far from any echo invents all of its heavy pixels; extrapolation of a
+    lone moving cell invents none."""
+    from nowcast.evaluate import evaluate
+    from nowcast.methods import resolve
+
+    class Painter:
+        name, input_frames = "painter", 5
+
+        def __call__(self, inputs, n_out):
+            out = np.full(inputs.shape[:1] + (n_out,) + inputs.shape[-2:], DBZ_FLOOR, np.float32)
+            out[..., 2:6, 2:6] = 50.0  # 16 pixels per lead, 30 pixels from the cell
+            return out
+
+    frames = np.full((16, 48, 48), DBZ_FLOOR, np.float32)
+    for t in range(16):
+        frames[t, 30:36, 20 + t : 26 + t] = 45.0  # a cell moving one pixel per step
+    import xarray as xr
+
+    times = np.datetime64("2026-01-01T00:00") + np.arange(16) * np.timedelta64(5, "m")
+    seq = xr.DataArray(frames, dims=("time", "y", "x"),
+                       coords={"time": times, "x": np.arange(48) * 1000.0, "y": np.arange(48) * -1000.0})
+    result = evaluate([("cell", seq)], [Painter(), resolve("extrapolation")], n_in=5, n_out=10)
+    painter, extrap = result.method("painter").invented, result.method("extrapolation").invented
+    assert result.windows == 2 and painter.heavy_per_lead == (32,) * 10 and painter.pooled == 1.0
+    assert sum(extrap.heavy_per_lead) > 0 and extrap.pooled == 0.0
+    assert result.to_dict()["results"]["painter"]["invented_heavy_per_lead"] == [1.0] * 10

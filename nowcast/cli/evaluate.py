@@ -61,7 +61,7 @@ def evaluate(
     from ..atomic import atomic_write_text
     from ..evaluate import DOMAINS, MethodSpec, to_json
     from ..methods import check_specs, comparison_specs, resolve_all
-    from .tables import coverage_table, score_table
+    from .tables import coverage_table, invented_table, score_table
 
     check_suffix(json_out, "--json", (".json",), "JSON")
     check_picture_path(plot, "--plot")
@@ -87,6 +87,7 @@ def evaluate(
             client.close()
     out.print(score_table(result))
     out.print(coverage_table(result))
+    out.print(invented_table(result))
     if json_out is not None:
         atomic_write_text(json_out, to_json(result), overwrite=overwrite)
         say(f"wrote {json_out}")

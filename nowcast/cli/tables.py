@@ -25,6 +25,7 @@ def _columns(result: EvaluationResult):
         ("MAE", lambda m: m.scores.mae, False),
         ("SSIM", lambda m: m.scores.ssim, True),
         ("coverage", lambda m: _coverage(m), None),
+        ("invented≥40", lambda m: m.invented.pooled if m.invented is not None else None, False),
         ("s/window", lambda m: m.seconds_per_window, False),
     ]
     return cols
@@ -52,7 +53,8 @@ def score_table(result: EvaluationResult, title: str | None = None) -> Table:
         step_txt = f", {step:g} min steps" if isinstance(step, (int, float)) else ""
         title = (f"{result.windows} windows ({result.input_frames} -> {result.lead_frames} frames"
                  f"{step_txt}); thresholds in dBZ, MSE/MAE in dBZ\nscored: {DOMAIN_TEXT[result.domain]}; "
-                 "coverage: share of observed pixels forecast")
+                 "coverage: share of observed pixels forecast; invented≥40: share of forecast pixels >= 40 dBZ "
+                 "with no echo >= 35 dBZ within 10 km in the advected last input")
     table = Table(title=title)
     table.add_column("method")
     cols = _columns(result)
@@ -70,7 +72,7 @@ def score_table(result: EvaluationResult, title: str | None = None) -> Table:
                 cells.append("–")
                 continue
             digits = 2 if cols[j][0] in ("MSE", "MAE") else 4 if cols[j][0] == "s/window" else 3
-            text = f"{100 * v:.1f} %" if cols[j][0] == "coverage" else f"{v:.{digits}f}"
+            text = f"{100 * v:.1f} %" if cols[j][0] in ("coverage", "invented≥40") else f"{v:.{digits}f}"
             cells.append(f"[bold]{text}[/bold]" if len(values) > 1 and v == best[j] else text)
         table.add_row(escape(m.name), *cells)  # a model path may hold [brackets]
     return table
@@ -79,19 +81,31 @@ def score_table(result: EvaluationResult, title: str | None = None) -> Table:
 def coverage_table(result: EvaluationResult) -> Table:
     """A rich Table: one row per method, its coverage (the share of observed pixels it forecast) per lead and
     pooled, in percent; '–' where a method reports none or a lead had no observed pixel."""
+    return _per_lead_percent_table(result, "coverage: % of observed pixels forecast, by lead", "coverage")
+
+
+def invented_table(result: EvaluationResult) -> Table:
+    """A rich Table: one row per method, the share of its forecast pixels >= 40 dBZ that have no source in the
+    advected last input (``nowcast.invented``) per lead and pooled, in percent; '–' where it forecast none."""
+    return _per_lead_percent_table(result, "invented heavy echo: % of forecast pixels >= 40 dBZ with no echo "
+                                           ">= 35 dBZ within 10 km in the advected last input, by lead", "invented")
+
+
+def _per_lead_percent_table(result: EvaluationResult, title: str, figure: str) -> Table:
     step = result.time_step_minutes
     minutes = isinstance(step, (int, float))
-    table = Table(title="coverage: % of observed pixels forecast, by lead " + ("time (min)" if minutes else ""))
+    table = Table(title=title + (" time (min)" if minutes else ""))
     table.add_column("method")
     for lead in range(1, result.lead_frames + 1):
         header = f"+{lead * step:g}" if minutes else f"{lead}"
         table.add_column(header, justify="right")
     table.add_column("all", justify="right")
     for m in result.methods:
-        if m.coverage is None:
+        per_method = getattr(m, figure)
+        if per_method is None:
             values = [None] * (result.lead_frames + 1)
         else:
-            values = [*m.coverage.per_lead, m.coverage.pooled]
+            values = [*per_method.per_lead, per_method.pooled]
         table.add_row(escape(m.name), *(_percent(v) for v in values))
     return table
 
