@@ -23,8 +23,9 @@ from matplotlib.lines import Line2D
 
 from . import geo, timeaxis
 from .atomic import atomic_output
-from .colors import add_colorbar, legend_handles, reflectivity_cmap
+from .colors import add_colorbar, check_units, legend_handles, reflectivity_cmap
 from .errors import NowcastError
+from .units import dbz_to_rainrate
 
 DEFAULT_STEP_MINUTES = 5.0
 TREND_COLOR = "black"
@@ -50,6 +51,8 @@ def _save(fig: Figure, path, overwrite: bool = True) -> Path:
         raise NowcastError(f"unsupported image format {fmt!r}", path)
     with atomic_output(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, format=fmt, dpi=fig.dpi)
+    # keep the layout just written: a later draw (a caller's, a test's) then shows exactly the saved picture
+    fig.set_layout_engine("none")
     return path
 
 
@@ -101,19 +104,27 @@ def _step_minutes(inputs, forecast) -> float:
     return DEFAULT_STEP_MINUTES
 
 
-def plot_frame(ax, field, x=None, y=None, title=None, colorbar: bool = False):
+def _in_units(dbz: np.ndarray, units: str) -> np.ndarray:
+    """A dBZ field as drawn: dBZ as is, or rain rate in mm/h (Marshall-Palmer; NaN stays NaN)."""
+    return dbz if units == "dBZ" else dbz_to_rainrate(dbz).astype(np.float32)
+
+
+def plot_frame(ax, field, x=None, y=None, title=None, colorbar: bool = False, units: str = "dBZ"):
     """Draw one dBZ field on ``ax`` with the radar colour scale; returns the AxesImage.
 
     x, y: pixel-centre coordinates in metres (default: the field's own ``x``/``y`` when it is a DataArray);
     the axes are then in km, north up.  Without coordinates the axes are in pixels.
+    units: "dBZ", or "mm/h" to draw the field as rain rate (Marshall-Palmer) on the rain-rate scale.
     """
+    check_units(units)
     data = _values(field)
     if data.ndim != 2:
         raise NowcastError(f"plot_frame needs a 2-D field, got shape {data.shape}")
     xs, ys = _coord(field, "x", x), _coord(field, "y", y)
     extent, origin = _extent_origin(xs, ys, data.shape)
-    cmap, norm = reflectivity_cmap()
-    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, norm=norm, origin=origin, extent=extent, interpolation="nearest")
+    cmap, norm = reflectivity_cmap(units)
+    im = ax.imshow(np.ma.masked_invalid(_in_units(data, units)), cmap=cmap, norm=norm, origin=origin, extent=extent,
+                   interpolation="nearest")
     if extent is None:
         ax.set_xlabel("column (pixels)")
         ax.set_ylabel("row (pixels)")
@@ -124,7 +135,7 @@ def plot_frame(ax, field, x=None, y=None, title=None, colorbar: bool = False):
     if title:
         ax.set_title(title, fontsize="medium")
     if colorbar:
-        add_colorbar(ax.figure, im, ax=ax)
+        add_colorbar(ax.figure, im, ax=ax, units=units)
     return im
 
 
@@ -199,8 +210,10 @@ def _geography(field) -> dict | None:
     }
 
 
-def _draw_geography(ax, geog: dict | None, labels: bool = True) -> None:
-    """Dashed lat/lon lines (labelled in degrees) and coastlines/borders over the image, limits unchanged."""
+def _draw_geography(ax, geog: dict | None, labels: bool = True, top: bool = True, right: bool = True) -> None:
+    """Dashed lat/lon lines and coastlines/borders over the image, limits unchanged.  With ``labels`` the
+    lines are labelled in degrees outside the frame, where they cross it: longitudes along the top edge
+    (``top``), latitudes along the right edge (``right``), never on the echoes."""
     if geog is None:
         return
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
@@ -211,16 +224,62 @@ def _draw_geography(ax, geog: dict | None, labels: bool = True) -> None:
         cs = ax.contour(geog["x"], geog["y"], geog[name], levels=levels, colors=GRATICULE_COLOR,
                         linewidths=0.6, linestyles="--", alpha=0.8)
         cs.set_gid(f"graticule-{name}")
-        if labels:
-            ax.clabel(cs, fmt=lambda v, n=name: geo.format_degrees(v, n), fontsize=6, inline=True)
     for line in geog["map_lines"]:
         ax.plot(line[:, 0], line[:, 1], color=MAP_LINE_COLOR, linewidth=0.6, gid="map-line")
     ax.set_xlim(xlim)
     ax.set_ylim(ylim)
+    if labels and top:
+        _edge_labels(ax, geog, "lon")
+    if labels and right:
+        _edge_labels(ax, geog, "lat")
 
 
-def _legend_handles(geog: dict | None) -> list:
-    handles = legend_handles()
+GRATICULE_LABEL_GAP = 0.22  # neighbouring edge labels at least this fraction of the edge apart
+
+
+def _edge_crossings(coord: np.ndarray, values: np.ndarray, levels) -> list[tuple[float, float]]:
+    """(position along the edge, level) where `values` (sampled at `coord` along one edge) cross a level."""
+    order = np.argsort(coord)
+    coord, values = coord[order], values[order]
+    found = []
+    for level in levels:
+        d = values - level
+        ok = np.isfinite(d[:-1]) & np.isfinite(d[1:])
+        idx = np.nonzero(ok & (np.sign(d[:-1]) != np.sign(d[1:])))[0]
+        if len(idx):
+            i = idx[0]
+            frac = d[i] / (d[i] - d[i + 1]) if d[i] != d[i + 1] else 0.0
+            found.append((float(coord[i] + frac * (coord[i + 1] - coord[i])), float(level)))
+    return sorted(found)
+
+
+def _edge_labels(ax, geog: dict, name: str) -> None:
+    """Degree labels of the `name` lines where they cross the top edge (lon) or the right edge (lat), as the
+    tick labels of a secondary axis outside the frame; labels too close to the previous one are left out."""
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    gx, gy, field = geog["x"], geog["y"], geog[name]
+    if name == "lon":  # the grid row nearest the top edge
+        row = int(np.argmin(np.abs(gy[:, 0] - max(ylim))))
+        crossings, span = _edge_crossings(gx[row], field[row], geog["levels"][name]), xlim
+    else:  # the grid column nearest the right edge
+        col = int(np.argmin(np.abs(gx[0] - max(xlim))))
+        crossings, span = _edge_crossings(gy[:, col], field[:, col], geog["levels"][name]), ylim
+    length = abs(span[1] - span[0])
+    kept = []
+    for pos, level in crossings:
+        if min(span) <= pos <= max(span) and (not kept or pos - kept[-1][0] >= GRATICULE_LABEL_GAP * length):
+            kept.append((pos, level))
+    if not kept:
+        return
+    sec = ax.secondary_xaxis("top") if name == "lon" else ax.secondary_yaxis("right")
+    sec.set_gid(f"graticule-labels-{name}")
+    axis = sec.xaxis if name == "lon" else sec.yaxis
+    axis.set_ticks([p for p, _ in kept], labels=[geo.format_degrees(v, name) for _, v in kept])
+    sec.tick_params(labelsize="x-small", length=2, colors=GRATICULE_COLOR, labelcolor="0.15")
+
+
+def _legend_handles(geog: dict | None, units: str = "dBZ") -> list:
+    handles = legend_handles(units)
     if geog is not None:
         handles.append(Line2D([], [], color=GRATICULE_COLOR, linestyle="--", linewidth=0.8, label="latitude / longitude"))
     if geog is not None and geog["map_lines"]:
@@ -244,6 +303,7 @@ def plot_forecast_panels(
     panel_inches: float = 2.6,
     overwrite: bool = True,
     geography: bool = True,
+    units: str = "dBZ",
 ) -> Figure:
     """Grid of panels: last inputs (top row), forecasts (middle), observations at the same times (bottom).
 
@@ -251,10 +311,13 @@ def plot_forecast_panels(
     too: lead times then assume 5-minute steps).  observed (m, y, x), optional, is matched to the forecast
     frame by frame (same index = same valid time).  The last ``n_inputs_shown`` inputs are all drawn; leads
     are evenly spaced and end with the last one: at most ``max_leads`` of them (default: as many as inputs
-    shown, so that no slot is empty).  Titles give kind, lead and date/time.  With a known grid mapping a
-    lat/lon graticule is drawn (``geography=False`` leaves it out).  One colour bar; the legend shows the
-    no-data grey and the no-echo white.  Returns the Figure; the image is written to ``path``.
+    shown, so that no slot is empty).  Each panel's title gives kind, minutes from the last observation and
+    time of day; the figure title names the method and the date.  With a known grid mapping a lat/lon
+    graticule is drawn, labelled outside the frames (``geography=False`` leaves it out).  units: "dBZ", or
+    "mm/h" to draw rain rate on the rain-rate scale.  One colour bar; the legend shows the no-data grey and
+    the no-echo white.  Returns the Figure; the image is written to ``path``.
     """
+    check_units(units)
     inp, fc = _values(inputs), _values(forecast)
     if inp.ndim != 3 or fc.ndim != 3:
         raise NowcastError(f"inputs and forecast must be (time, y, x), got {inp.shape} and {fc.shape}")
@@ -268,7 +331,7 @@ def plot_forecast_panels(
     nrows = 2 + (obs is not None)
     aspect = min(max(inp.shape[1] / inp.shape[2], 0.5), 2.0)  # panel height / width, within reason
     # the panels get ~85 % of the width (colour bar, labels): size the rows to match, without blank bands
-    fig = _new_figure(ncols * panel_inches + 1.3, nrows * (0.85 * panel_inches * aspect + 0.55) + 0.9, dpi)
+    fig = _new_figure(ncols * panel_inches + 1.6, nrows * (0.85 * panel_inches * aspect + 0.6) + 1.0, dpi)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
 
     step = _step_minutes(inputs, forecast)
@@ -280,39 +343,44 @@ def plot_forecast_panels(
         return _minutes_between(t_fc[i], t_ref) if t_fc is not None and t_ref is not None else (i + 1) * step
 
     def title(kind, minutes, t):
-        return f"{kind} {minutes:+g} min" + (f"\n{_when(t)}" if t is not None else "")
+        return f"{kind} {minutes:+g} min" + (f"\n{_clock(t)}" if t is not None else "")
 
-    im = None
-    for col in range(ncols):
-        ax = axes[0, col]
-        if col >= len(shown_in):
-            ax.set_visible(False)
-            continue
-        k = shown_in[col]
+    panels = []  # (row, col, field, title)
+    for col, k in enumerate(shown_in):
         ago = _minutes_between(t_in[k], t_ref) if t_in is not None and t_ref is not None else (k - inp.shape[0] + 1) * step
-        im = plot_frame(ax, _frame(inputs, k), title=title("Observed", ago, None if t_in is None else t_in[k]))
-        _draw_geography(ax, geog)
-    for col in range(ncols):
-        rows = [(1, forecast, fc.shape[0], method)] + ([(2, observed, obs.shape[0], "Observed")] if obs is not None else [])
-        for row, source, available, kind in rows:
-            ax = axes[row, col]
-            if col >= len(leads) or leads[col] >= available:
-                ax.set_visible(False)
-                continue
-            i = leads[col]
-            im = plot_frame(ax, _frame(source, i), title=title(kind, lead_minutes(i), None if t_fc is None else t_fc[i]))
-            _draw_geography(ax, geog)
+        panels.append((0, col, _frame(inputs, k), title("Observed", ago, None if t_in is None else t_in[k])))
+    rows = [(1, forecast, fc.shape[0], "Forecast")] + ([(2, observed, obs.shape[0], "Observed")] if obs is not None else [])
+    for row, source, available, kind in rows:
+        for col, i in enumerate(leads):
+            if i < available:
+                t = None if t_fc is None else t_fc[i]
+                panels.append((row, col, _frame(source, i), title(kind, lead_minutes(i), t)))
+    last_col = {row: max(c for r, c, _, _ in panels if r == row) for row in range(nrows) if any(r == row for r, *_ in panels)}
+    im = None
+    for row, col, field, text in panels:
+        ax = axes[row, col]
+        im = plot_frame(ax, field, title=text, units=units)
+        _draw_geography(ax, geog, top=row == 0, right=col == last_col.get(row))
+    drawn = {(row, col) for row, col, _, _ in panels}
+    for (row, col), ax in np.ndenumerate(axes):
+        if (row, col) not in drawn:
+            ax.set_visible(False)
     for ax in axes.flat:  # keep the grid readable: labels only on the outer panels
         if ax.get_visible():
             ax.label_outer()
     visible = [ax for ax in axes.flat if ax.get_visible()]
-    add_colorbar(fig, im, ax=visible, shrink=0.8)
-    handles = _legend_handles(geog)
+    add_colorbar(fig, im, ax=visible, shrink=0.8, units=units)
+    handles = _legend_handles(geog, units)
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small", frameon=False)
     start = f" from {_when(t_ref)}" if t_ref is not None else ""
     fig.suptitle(f"{method} nowcast{start}, every {step:g} min", fontsize="large")
     _save(fig, path, overwrite)
     return fig
+
+
+def _clock(t) -> str:
+    """'17:40 UTC'."""
+    return np.datetime64(t, "s").astype(_dt.datetime).strftime("%H:%M UTC")
 
 
 def _frame(da, i):
@@ -325,6 +393,7 @@ def _frame(da, i):
 GIF_MIN_PIXELS = 420  # the long side of the radar image in a GIF frame, in screen pixels
 GIF_MAX_PIXELS = 760
 DEFAULT_INPUTS_SHOWN = 5
+GIF_MIN_WIDTH = 640  # screen pixels
 
 
 def _gif_figsize(shape, dpi: float) -> tuple[float, float]:
@@ -332,8 +401,9 @@ def _gif_figsize(shape, dpi: float) -> tuple[float, float]:
     ny, nx = shape
     long_side = min(max(ny, nx, GIF_MIN_PIXELS), GIF_MAX_PIXELS)
     img_w, img_h = long_side * nx / max(ny, nx), long_side * ny / max(ny, nx)
-    # room for the colour bar (right), axis labels (left, bottom), titles and legend
-    return (img_w + 190) / dpi, (img_h + 200) / dpi
+    # room for the colour bar (right), axis labels (left, bottom), titles and legend; at least as wide as the
+    # figure title and the legend need
+    return max(img_w + 190, GIF_MIN_WIDTH) / dpi, (img_h + 200) / dpi
 
 
 def animate_forecast(
@@ -346,16 +416,19 @@ def animate_forecast(
     overwrite: bool = True,
     n_inputs: int | None = None,
     geography: bool = True,
+    units: str = "dBZ",
 ) -> Figure:
     """GIF: the last observed frames (those a forecast starts from), then the forecast frames.
 
     ``n_inputs`` observed frames are shown (default 5, fewer if there are fewer): not the whole history
     a long input file holds.  The GIF has n_inputs + len(forecast) frames; each says observed or forecast
-    (with method and lead) and its date/time.  Frames are about one screen pixel per grid cell, between
-    420 and 760 pixels on the long side.  Returns the Figure (showing the last frame).
+    (with the lead; the figure title names the method) and its date/time.  Frames are about one screen pixel per grid cell, between
+    420 and 760 pixels on the long side.  units: "dBZ", or "mm/h" (rain rate).  Returns the Figure (showing
+    the last frame).
     """
     from matplotlib.animation import PillowWriter
 
+    check_units(units)
     inp, fc = _values(inputs), _values(forecast)
     if inp.ndim != 3 or fc.ndim != 3:
         raise NowcastError(f"inputs and forecast must be (time, y, x), got {inp.shape} and {fc.shape}")
@@ -376,17 +449,17 @@ def animate_forecast(
         frames.append((_frame(inputs, k), f"Observed {ago:+g} min", None if t_in is None else t_in[k], False))
     for i in range(fc.shape[0]):
         lead = _minutes_between(t_fc[i], t_ref) if t_fc is not None and t_ref is not None else (i + 1) * step
-        frames.append((_frame(forecast, i), f"Forecast ({method}) +{lead:g} min", None if t_fc is None else t_fc[i], True))
+        frames.append((_frame(forecast, i), f"Forecast +{lead:g} min", None if t_fc is None else t_fc[i], True))
 
     if not frames:
         raise NowcastError("nothing to animate: no input or forecast frame")
     fig = _new_figure(*_gif_figsize(fc.shape[1:], dpi), dpi)
     ax = fig.add_subplot()
     geog = _geography(_frame(forecast, 0)) if geography else None
-    im = plot_frame(ax, frames[0][0], title="Forecast (method) +00 min\n0000-00-00 00:00 UTC")
+    im = plot_frame(ax, frames[0][0], title="Forecast +00 min\n0000-00-00 00:00 UTC", units=units)
     _draw_geography(ax, geog)
-    add_colorbar(fig, im, ax=ax, shrink=0.9)
-    handles = _legend_handles(geog)
+    add_colorbar(fig, im, ax=ax, shrink=0.9, units=units)
+    handles = _legend_handles(geog, units)
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small", frameon=False)
     fig.suptitle(f"{method} nowcast" + (f" from {_when(t_ref)}" if t_ref is not None else ""))
 
@@ -396,7 +469,7 @@ def animate_forecast(
     with atomic_output(path, overwrite=overwrite) as tmp:
         with writer.saving(fig, str(tmp), dpi):
             for data, kind, t, is_forecast in frames:
-                im.set_data(np.ma.masked_invalid(_values(data)))
+                im.set_data(np.ma.masked_invalid(_in_units(_values(data), units)))
                 text = kind if t is None else f"{kind}\n{_when(t)}"
                 ax.set_title(text, fontsize="medium", color="#b00020" if is_forecast else "black")
                 writer.grab_frame()
@@ -672,12 +745,12 @@ def _draw_arrows(ax, px, py, fields, spacing: float, key_units: str, labels) -> 
         q.set_gid(gid)
         first = first or q
     key_len = _nice(typical)
-    ax.quiverkey(first, 0.80, 1.02, key_len, f"{key_len:g} {key_units}", labelpos="E", coordinates="axes", color=TREND_COLOR)
-    if len(fields) > 1:
-        ax.text(0.0, 1.02, labels[0], color=TREND_COLOR, transform=ax.transAxes, ha="left", va="bottom",
-                fontsize="small")
-        ax.text(0.0, 1.07, labels[1], color=TRANSIENT_COLOR, transform=ax.transAxes, ha="left", va="bottom",
-                fontsize="small")
+    key = ax.quiverkey(first, 0.78, 1.025, key_len, f"{key_len:g} {key_units}", labelpos="E", coordinates="axes",
+                       color=TREND_COLOR, fontproperties={"size": "small"})
+    key.set_gid("arrow-key")
+    handles = [Line2D([], [], color=color, marker=r"$\rightarrow$", markersize=14, linestyle="none", label=label)
+               for (_, _, color, _), label in zip(fields, labels)]
+    ax.figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
 
 
 def plot_trend(
@@ -708,7 +781,8 @@ def plot_trend(
     With coordinates (x, y in metres, or the field's own) the axes are in km and, when the unit is pixels
     per step, arrows and the key are converted to km per step; otherwise the axes are pixels.
     transient_dx/dy: optional second field (same conventions) drawn in another colour with the same scale.
-    labels: the names written above the picture for the first and second field (and their quivers' gids).
+    title: the figure's title (above the picture; the arrow key sits at the picture's top right).
+    labels: the legend's names, below the picture, for the first and second field (and their quivers' gids).
     Returns the Figure; the first Quiver (gid "trend") is in ``fig.axes[0].collections``: its U/V hold
     the plotted components (U east; V up on the image in km mode, V along +row in pixel mode).
     """
@@ -728,7 +802,10 @@ def plot_trend(
 
     fig = _new_figure(7.0, 6.2, dpi)
     ax = fig.add_subplot()
-    im = plot_frame(ax, data, x=xs, y=ys, title=title)
+    im = plot_frame(ax, data, x=xs, y=ys)
+    ax.set_title(" ", fontsize="small")  # an empty line above the picture: the arrow key's place in the layout
+    if title:
+        fig.suptitle(title)
     add_colorbar(fig, im, ax=ax, shrink=0.85)
 
     # Arrow positions: centres of the blocks, in the field's fractional pixel indices.

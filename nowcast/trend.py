@@ -304,11 +304,26 @@ def plot_trend_vectors(vectors: xr.Dataset, field_dbz, path, every: int | None =
             kw.update(transient_dx=sx * vectors["transient_dx"].values,
                       transient_dy=sy * vectors["transient_dy"].values)
     if title is None:
-        a = vectors.attrs
-        # short: plot_trend puts its key and labels on the same line as the title
-        title = f"{a.get('field', 'motion')}, MotionGRU {a.get('layer')}, step {a.get('step')}"
+        title = _trend_title(vectors, field_dbz)
     return plot_trend(path=path, every=every, units_label="pixels per step", title=title, overwrite=overwrite,
                       labels=labels, **kw)
+
+
+def _trend_title(vectors: xr.Dataset, field_dbz) -> str:
+    """A plain title: what the arrows are, the model, and the valid time of the radar image under them."""
+    a = vectors.attrs
+    model = a.get("model", "the model")
+    when = ""
+    t = getattr(field_dbz, "coords", {}).get("time") if hasattr(field_dbz, "coords") else None
+    if t is not None and t.ndim == 0 and np.issubdtype(t.dtype, np.datetime64):
+        when = " at " + np.datetime_as_string(t.values, unit="m").replace("T", " ") + " UTC"
+    if "flow_dx" in vectors:
+        what = f"How {model} moves the echoes{when}"
+    else:
+        what = f"The motion {model} has learned{when}"
+    reads = str(a.get("step_reads", ""))
+    source = "the last observed frame" if reads == f"input frame {a.get('input_frames')}" else reads
+    return f"{what}\n(motion read from {source}, drawn over the last observed frame)"
 
 
 def write_vectors(vectors: xr.Dataset, path, overwrite: bool = True):

@@ -59,9 +59,9 @@ def test_forecast_panels(tmp_path, seq):
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 10
     titles = [ax.get_title() for ax in _image_axes(fig)]
     assert len(titles) == 5 + 3 + 3  # every input, every lead, every observation
-    assert titles[:5] == [f"Observed {m:+d} min\n2026-01-01 12:{s:02d} UTC" for m, s in zip(range(-20, 1, 5), range(0, 21, 5))]
-    assert titles[5] == "Persistence +5 min\n2026-01-01 12:25 UTC"
-    assert titles[-1] == "Observed +15 min\n2026-01-01 12:35 UTC"
+    assert titles[:5] == [f"Observed {m:+d} min\n12:{s:02d} UTC" for m, s in zip(range(-20, 1, 5), range(0, 21, 5))]
+    assert titles[5] == "Forecast +5 min\n12:25 UTC"  # the method and the date are in the figure's title
+    assert titles[-1] == "Observed +15 min\n12:35 UTC"
     assert fig.get_suptitle() == "Persistence nowcast from 2026-01-01 12:20 UTC, every 5 min"
     assert [p.name for p in tmp_path.iterdir()] == ["panels.png"]  # written atomically, nothing left over
 
@@ -73,7 +73,7 @@ def test_panels_show_all_inputs_and_evenly_spaced_leads(tmp_path):
     assert all(ax.get_visible() for ax in fig.axes)  # no empty slot
     titles = [ax.get_title().split("\n")[0] for ax in _image_axes(fig)]
     assert titles == ["Observed -20 min", "Observed -15 min", "Observed -10 min", "Observed -5 min", "Observed +0 min",
-                      "forecast +10 min", "forecast +20 min", "forecast +30 min", "forecast +40 min", "forecast +50 min"]
+                      "Forecast +10 min", "Forecast +20 min", "Forecast +30 min", "Forecast +40 min", "Forecast +50 min"]
     assert plots._lead_indices(10, 5) == [1, 3, 5, 7, 9]
     assert plots._lead_indices(15, 5) == [2, 5, 8, 11, 14]
     assert plots._lead_indices(12, 5) == [2, 5, 8, 11]  # stride 3: regular beats "exactly 5"
@@ -94,7 +94,7 @@ def _legend_labels(fig):
 def test_panels_have_a_graticule_and_a_no_data_legend(tmp_path, seq):
     fig = plots.plot_forecast_panels(seq[:5], seq[5:8], tmp_path / "p.png")
     legend = _legend_labels(fig)
-    assert np.allclose(np.array(legend["no data"].get_facecolor()[:3]) * 255, NODATA_RGB, atol=1)
+    assert np.allclose(np.array(legend["no data / no forecast"].get_facecolor()[:3]) * 255, NODATA_RGB, atol=1)
     assert "no echo (< 10 dBZ)" in legend and "latitude / longitude" in legend
     first = _image_axes(fig)[0]
     gids = {c.get_gid() for c in first.collections}
@@ -106,7 +106,7 @@ def test_panels_have_a_graticule_and_a_no_data_legend(tmp_path, seq):
     # no grid mapping (or geography off): the same figure without lines, and no legend entry for them
     bare = plots.plot_forecast_panels(seq[:5].values, seq[5:8].values, tmp_path / "b.png")
     assert not any(c.get_gid() for ax in bare.axes for c in ax.collections)
-    assert "latitude / longitude" not in _legend_labels(bare) and "no data" in _legend_labels(bare)
+    assert "latitude / longitude" not in _legend_labels(bare) and "no data / no forecast" in _legend_labels(bare)
     off = plots.plot_forecast_panels(seq[:5], seq[5:8], tmp_path / "o.png", geography=False)
     assert not any(c.get_gid() for ax in off.axes for c in ax.collections)
 
@@ -163,7 +163,7 @@ def test_animation_shows_the_last_inputs_then_the_forecast(tmp_path, seq, monkey
         "Observed -20 min\n2026-01-01 12:05 UTC", "Observed -15 min\n2026-01-01 12:10 UTC",
         "Observed -10 min\n2026-01-01 12:15 UTC", "Observed -5 min\n2026-01-01 12:20 UTC",
         "Observed +0 min\n2026-01-01 12:25 UTC",
-        "Forecast (extrapolation) +5 min\n2026-01-01 12:30 UTC", "Forecast (extrapolation) +10 min\n2026-01-01 12:35 UTC"]
+        "Forecast +5 min\n2026-01-01 12:30 UTC", "Forecast +10 min\n2026-01-01 12:35 UTC"]
     assert {s for s, _ in titles} == {"extrapolation nowcast from 2026-01-01 12:25 UTC"}  # the method on every frame
     plots.animate_forecast(seq[:6], seq[6:8], path, n_inputs=3)
     with Image.open(path) as im:
@@ -326,3 +326,155 @@ def test_score_curves_with_mixed_time_steps(tmp_path):
     fig = plots.plot_score_curves(result, tmp_path / "mixed.png")
     assert (tmp_path / "mixed.png").stat().st_size > 1000
     assert fig.axes[0].get_xlabel() == "Lead time (frames)"
+
+
+# ------------------------------------------------------------------------------------ readable text
+
+
+def _drawn_texts(fig):
+    """Every non-empty text the renderer draws, with its box in screen pixels: titles, labels, legends,
+    the tick labels of the ticks in view (also of colour bars and the lat/lon label axes), keys."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = list(fig.axes)
+    axes += [child for ax in fig.axes for child in ax.child_axes]
+    tick_texts, drawn = set(), []
+    for ax in axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for tick in axis._update_ticks():  # the ticks in view, the ones drawn
+                drawn += [t for t in (tick.label1, tick.label2) if t.get_visible()]
+            for tick in axis.majorTicks + axis.minorTicks:  # all of them (more than before _update_ticks)
+                tick_texts.update((id(tick.label1), id(tick.label2)))
+    drawn += [t for t in fig.findobj(Text) if id(t) not in tick_texts]
+    boxes = []
+    for t in drawn:
+        if t.get_visible() and t.get_text().strip() and (t.axes is None or t.axes.get_visible()):
+            boxes.append((t.get_text(), t.get_window_extent(renderer)))
+    return boxes
+
+
+def _overlaps(fig, tolerance=0.5):
+    """Pairs of drawn texts whose boxes overlap (by more than `tolerance` pixels either way)."""
+    boxes = _drawn_texts(fig)
+    found = []
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1:]:
+            dx = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+            dy = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+            if dx > tolerance and dy > tolerance:
+                found.append((a, b))
+    return found
+
+
+def _inside_figure(fig):
+    w, h = fig.canvas.get_width_height()
+    return [text for text, box in _drawn_texts(fig) if box.x0 < -1 or box.y0 < -1 or box.x1 > w + 1 or box.y1 > h + 1]
+
+
+def test_overlap_check_finds_overlapping_text():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2), dpi=100)
+    FigureCanvasAgg(fig)
+    fig.text(0.1, 0.5, "motionrnn-lagrangian-radar +10 min")
+    fig.text(0.3, 0.5, "+20 min")
+    assert ("motionrnn-lagrangian-radar +10 min", "+20 min") in _overlaps(fig)
+
+
+SAMPLE = "sample_data/radar.nc"
+
+
+@pytest.mark.parametrize("units", ["dBZ", "mm/h"])
+def test_panel_text_never_overlaps_at_the_sizes_predict_draws(tmp_path, units):
+    """predict --plot: 5 inputs, 5 of 10 leads, the observations below (--truth); a long method name; lat/lon
+    labels outside the frames; the figure in the forecast file's units."""
+    from pathlib import Path
+
+    seq = open_radar(Path(__file__).resolve().parents[1] / SAMPLE)
+    inputs, later = seq[:5], seq[5:15]
+    fc = later.copy()
+    fig = plots.plot_forecast_panels(inputs, fc, tmp_path / "p.png", observed=later,
+                                     method_name="motionrnn-lagrangian-radar", units=units)
+    assert _overlaps(fig) == [] and _inside_figure(fig) == []
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert titles[5] == "Forecast +10 min\n12:30 UTC" and titles[0].startswith("Observed -20 min")
+    texts = [t for t, _ in _drawn_texts(fig)]
+    assert any(t.endswith("\u00b0N") for t in texts) and any(t.endswith("\u00b0E") for t in texts)
+    bar = fig.axes[-1]
+    assert bar.get_ylabel() == ("Reflectivity (dBZ)" if units == "dBZ" else "Rain rate (mm/h)")
+    legend = _legend_labels(fig)
+    assert ("no echo (< 10 dBZ)" if units == "dBZ" else "no rain (< 0.1 mm/h)") in legend
+
+
+def test_panel_text_never_overlaps_on_a_tall_grid_and_in_the_animation(tmp_path):
+    tall = generate(n_frames=12, height=150, width=70, seed=5)
+    fig = plots.plot_forecast_panels(tall[:5], tall[5:12], tmp_path / "t.png", method_name="extrapolation")
+    assert _overlaps(fig) == [] and _inside_figure(fig) == []
+    gif = plots.animate_forecast(tall[:5], tall[5:7], tmp_path / "t.gif", method_name="motionrnn-lagrangian-radar")
+    assert _overlaps(gif) == [] and _inside_figure(gif) == []
+
+
+def test_rain_rate_panels_draw_the_rain_rate_scale(tmp_path, seq):
+    """mm/h: 35 dBZ is 5.615 mm/h ((10^3.5 / 200)^(1/1.6), Marshall-Palmer), drawn in the 5-10 mm/h colour (the 30-35 dBZ colour sits
+    at 2.7-5.6 mm/h, so the same colour list on round rates)."""
+    from nowcast.colors import BIN_COLORS, LEVELS_MMH
+    from matplotlib.colors import to_rgba
+
+    fig = plots.plot_forecast_panels(seq[:2], xr.full_like(seq[2:3], 35.0), tmp_path / "r.png", units="mm/h",
+                                     n_inputs_shown=1, geography=False)
+    image = fig.axes[1].images[0]
+    assert float(image.get_array().max()) == pytest.approx(5.6151, abs=1e-3)
+    colour = image.cmap(image.norm(np.array([5.6151])))[0]
+    assert tuple(colour) == to_rgba(BIN_COLORS[LEVELS_MMH.index(5.0)])
+    with pytest.raises(ValueError, match="dBZ or mm/h"):
+        plots.plot_forecast_panels(seq[:2], seq[2:3], tmp_path / "x.png", units="inch/h")
+
+
+def test_trend_picture_title_legend_and_key_do_not_overlap(tmp_path):
+    from nowcast import trend
+    from pathlib import Path
+
+    seq = open_radar(Path(__file__).resolve().parents[1] / SAMPLE)
+    last = seq.isel(time=-1)
+    h, w = last.shape
+    yy, xx = np.mgrid[0:h:4, 0:w:4]
+    vectors = xr.Dataset(
+        {"dx": (("y", "x"), np.full(yy.shape, 0.3)), "dy": (("y", "x"), np.full(yy.shape, -0.2)),
+         "flow_dx": (("y", "x"), np.full(yy.shape, 1.5)), "flow_dy": (("y", "x"), np.full(yy.shape, 1.0))},
+        coords={"y": last["y"].values[::4], "x": last["x"].values[::4]},
+        attrs={"model": "motionrnn-lagrangian-radar", "layer": 1, "step": 5, "input_frames": 5,
+               "step_reads": "input frame 5", "field": "trend", "frame": "lagrangian"})
+    fig = trend.plot_trend_vectors(vectors, last, tmp_path / "trend.png")
+    assert _overlaps(fig) == [] and _inside_figure(fig) == []
+    title = fig.get_suptitle()
+    assert title.startswith("How motionrnn-lagrangian-radar moves the echoes at 2026-01-01 ")
+    assert "MotionGRU" not in title and "last observed frame" in title
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["optical flow", "learned correction (trend)"]
+    # the legend lies inside the figure, below the picture
+    box = legend.get_window_extent(fig.canvas.get_renderer())
+    assert box.y0 >= 0 and box.y1 <= fig.axes[0].get_window_extent().y0
+
+
+def test_predict_draws_the_panels_and_animation_in_the_files_units(tmp_path, monkeypatch):
+    """--output-units mm/h (or rain-rate input): the pictures are in mm/h too; dBZ input: dBZ."""
+    from nowcast.cli import main
+
+    drawn = []
+    for name in ("plot_forecast_panels", "animate_forecast"):
+        original = getattr(plots, name)
+        monkeypatch.setattr(plots, name, lambda *a, _f=original, **kw: drawn.append(kw["units"]) or _f(*a, **kw))
+    radar = write_nc(tmp_path / "r.nc", storm(n=6))
+    for units in ("mm/h", "dBZ"):
+        rc = main(["predict", str(radar), "--method", "persistence", "--leads", "2", "-o", str(tmp_path / "f.nc"),
+                   "--overwrite",
+                   "--output-units", units, "--plot", str(tmp_path / "p.png"), "--animate", str(tmp_path / "a.gif")])
+        assert rc == 0
+    assert drawn == ["mm/h", "mm/h", "dBZ", "dBZ"]
+    rate = write_nc(tmp_path / "rate.nc", np.full((6, 20, 24), 2.0, np.float32), units="mm/h")
+    assert main(["predict", str(rate), "--method", "persistence", "--leads", "2", "-o", str(tmp_path / "g.nc"),
+                 "--plot", str(tmp_path / "q.png")]) == 0
+    assert drawn[-1] == "mm/h"

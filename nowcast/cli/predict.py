@@ -137,7 +137,7 @@ def _forecast_and_write(seq, label, observed, method, model, leads, output_units
                    postprocessing=postprocessing_of(fc_method))
     say(f"wrote {output}: {leads} frames of {fc_method.name} forecast in {units}, "
         f"{str(forecast.time.values[0])[:16]} to {str(forecast.time.values[-1])[:16]} UTC (every {step_min:g} min)")
-    _draw(seq, forecast, observed, fc_method.name, plot, animate, overwrite)
+    _draw(seq, forecast, observed, fc_method.name, plot, animate, overwrite, units)
     if plot_motion is not None or save_motion is not None:
         _motion_outputs(past, step_min, plot_motion, save_motion, overwrite)
 
@@ -151,17 +151,18 @@ def _caveats(fc_method, leads: int, step_min: float) -> list[str]:
     return model_caveats(fc_method, leads, step, is_default)
 
 
-def _draw(seq, forecast, observed, method_name, plot, animate, overwrite) -> None:
+def _draw(seq, forecast, observed, method_name, plot, animate, overwrite, units="dBZ") -> None:
+    """The panels and the animation, in the forecast file's units (dBZ, or mm/h on a rain-rate scale)."""
     if plot is None and animate is None:
         return
     from .. import plots
 
     if plot is not None:
         plots.plot_forecast_panels(seq, forecast, plot, observed=observed, method_name=method_name,
-                                   overwrite=overwrite)
+                                   overwrite=overwrite, units=units)
         say(f"wrote {plot}")
     if animate is not None:
-        plots.animate_forecast(seq, forecast, animate, method_name=method_name, overwrite=overwrite)
+        plots.animate_forecast(seq, forecast, animate, method_name=method_name, overwrite=overwrite, units=units)
         say(f"wrote {animate}")
 
 
