@@ -57,7 +57,8 @@ def _hdf5_kind(path: Path) -> str:
                 return "knmi"
     except Exception as exc:  # h5py raises OSError, KeyError ... for a damaged file
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise NowcastError(f"is an HDF5 file that cannot be read ({reason}); it may be truncated", path) from None
+        raise NowcastError(f"is an HDF5 file (netCDF-4, ODIM or KNMI) that cannot be read ({reason}); "
+                           "it may be truncated", path) from None
     return "netcdf"
 
 
