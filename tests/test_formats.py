@@ -363,12 +363,17 @@ def test_predict_lazy_reads_the_same(tmp_path):
     assert eager.attrs["conversion"] == lazy.attrs["conversion"]
 
 
-def test_cli_bad_files_one_line_exit_2_nothing_written(tmp_path):
+def test_cli_bad_files_one_line_exit_2_nothing_written(tmp_path, capfd, monkeypatch):
+    from nowcast.cli import main
+
+    monkeypatch.chdir(tmp_path)
     for path in damaged_files(tmp_path):
-        result = run_cli(["predict", str(path), "--method", "extrapolation", "-o", "f.nc"], tmp_path)
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2, result.stderr
-        assert len(lines) == 1 and path.name in lines[0] and "Traceback" not in result.stderr, result.stderr
+        capfd.readouterr()
+        code = main(["predict", str(path), "--method", "extrapolation", "-o", "f.nc"])
+        err = capfd.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2, err
+        assert len(lines) == 1 and path.name in lines[0] and "Traceback" not in err, err
         assert not (tmp_path / "f.nc").exists()
 
 
