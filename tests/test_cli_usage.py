@@ -101,13 +101,64 @@ def test_bare_command_prints_the_help_and_exits_2(tmp_path):
     assert "Traceback" not in res.stderr and "error" not in res.stderr
 
 
+def _commands():
+    import typer
+
+    from nowcast.cli import app
+
+    return sorted(typer.main.get_command(app).commands)
+
+
+PYTHON_TYPES = ("<bool>", "<str>", "<path>", "<Path>", "<int", "<float>", "<list", "list[", "<text>", "<file>",
+                "Optional[", "<datetime>", "range>")
+
+
+def _help(command, columns, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main([command, "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def test_no_python_types_in_any_help(monkeypatch, capsys):
+    commands = _commands()
+    assert {"predict", "evaluate", "train", "sample-data", "visualize-trend"} <= set(commands)
+    for command in ["--help", *commands]:
+        text = _help(command, 200, monkeypatch, capsys) if command != "--help" else None
+        if text is None:
+            assert main(["--help"]) == 0
+            text = capsys.readouterr().out
+        for noise in PYTHON_TYPES:
+            assert noise not in text, (command, noise)
+        assert "../shared" not in text and "/work/" not in text
+    train = _help("train", 200, monkeypatch, capsys)
+    assert "RADAR_FILE  Training radar files" in train  # the argument, without a type beside it
+
+
+def test_help_examples_are_whole_commands_at_any_width(monkeypatch, capsys):
+    """An example never wraps: each one is a single line of the help at 60 and at 200 columns, whole, so that
+    it copies and pastes as one command."""
+    from nowcast.cli import app
+    import typer
+
+    group = typer.main.get_command(app)
+    for command in _commands():
+        epilog = group.commands[command].epilog or ""
+        examples = [line.strip() for line in epilog.splitlines() if line.strip().startswith(("nowcast ", "torchrun "))]
+        assert examples, f"{command} --help has no examples"
+        for columns in (60, 200):
+            lines = [line.strip() for line in _help(command, columns, monkeypatch, capsys).splitlines()]
+            for example in examples:
+                assert example in lines, (command, columns, example)
+    wide = _help("evaluate", 200, monkeypatch, capsys)  # options use a wide terminal: fewer wrapped lines
+    assert max(len(line) for line in wide.splitlines()) > 100
+
+
 def test_help_has_no_type_noise_and_states_the_real_default(tmp_path):
-    for command in ("predict", "evaluate", "sample-data", "visualize-trend"):
+    for command in ("predict", "train"):  # the installed script too
         res = run_script([command, "--help"], tmp_path)
         assert res.returncode == 0, res.stderr
-        for noise in ("<bool>", "<str>", "<path>", "<int", "<float>", "<list"):
+        for noise in PYTHON_TYPES:
             assert noise not in res.stdout, (command, noise)
-        assert "../shared" not in res.stdout
     predict_help = run_script(["predict", "--help"], tmp_path).stdout
     assert "default: model, the shipped Lagrangian MotionRNN" in " ".join(predict_help.split())
 

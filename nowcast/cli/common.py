@@ -22,13 +22,52 @@ from rich.markup import escape
 from .. import __version__
 from ..errors import NowcastError, NowcastNote, NowcastWarning
 
-app = typer.Typer(
+COMMAND_WORDS = ("nowcast ", "torchrun ", "python ")
+
+
+class _Command(typer.core.TyperCommand):
+    """A command whose --help shows the example commands of its epilog one per line, never rewrapped at the
+    terminal's width, so that each copies and pastes whole; the epilog's prose is wrapped as usual."""
+
+    def format_epilog(self, ctx, formatter) -> None:
+        if not self.epilog:
+            return
+        for paragraph in inspect.cleandoc(self.epilog).split("\n\n"):
+            lines = [line.strip() for line in paragraph.splitlines() if line.strip()]
+            formatter.write_paragraph()
+            with formatter.indentation():
+                if lines and all(line.startswith(COMMAND_WORDS) for line in lines):
+                    for line in lines:
+                        formatter.write(f"{'':>{formatter.current_indent + 2}}{line}\n")
+                else:
+                    formatter.write_text(" ".join(lines))
+
+
+def _argument_without_type(self, ctx) -> str:
+    return ""
+
+
+# typer prints the Python type beside every argument in --help ('RADAR_FILE <list[Path]>'); the help text says
+# what an argument is, and Python types mean nothing to a user
+typer.core.TyperArgument.display_type_rich = _argument_without_type
+
+
+class _App(typer.Typer):
+    """The Typer app, with every command a ``_Command`` (examples never rewrapped)."""
+
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _App(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     # Plain help: rich mode prints type noise such as <bool> and <str> beside every option.
     rich_markup_mode=None,
     help="Precipitation nowcasting from weather radar: forecast, verify, train, visualise.",
+    # option descriptions use up to 120 columns of a wide terminal (click's default stops at 80)
+    context_settings={"max_content_width": 120},
 )
 out = Console(soft_wrap=True)
 if not out.is_terminal:  # pipes and CI logs: don't squeeze score tables into 80 columns
