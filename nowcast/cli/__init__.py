@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import NowcastError, NowcastWarning
-from . import evaluate, predict, sample, train, trend  # noqa: F401  (registers the commands)
+from . import evaluate, predict, sample, train, trend, watch  # noqa: F401  (registers the commands)
 from .common import _show_warning, app, err, out
 
 __all__ = ["app", "main", "run"]
