@@ -382,6 +382,8 @@ class Watcher:
         self._started = False
         self.cycles = 0
         self._last = None  # the newest frame time forecast
+        self.last_cycle: Cycle | None = None
+        self._stop = threading.Event()
 
     @property
     def following(self) -> str:
@@ -487,7 +489,7 @@ class Watcher:
         cycle = Cycle(newest, path, self.method.name, time.time() - arrival, read_s, t1 - t0,
                       time.monotonic() - t1)
         self.cycles += 1
-        self._last = newest
+        self._last, self.last_cycle = newest, cycle
         self._housekeeping()
         self.log(cycle.line())
         return cycle
@@ -525,20 +527,26 @@ class Watcher:
     # -------------------------------------------------------------------- the loop
 
     def run(self, once: bool = False, handle_signals: bool = True) -> str:
-        """Poll until SIGTERM/SIGINT ('SIGTERM'/'SIGINT' returned), or, with once, until the folder is done."""
+        """Poll until SIGTERM/SIGINT ('SIGTERM'/'SIGINT' returned), `stop()` ('stop'), or, with once, until the
+        folder is done ('once'). Signals are handled in the main thread only; elsewhere, use stop()."""
         with self._signals(handle_signals):
             try:
                 looks = 0
-                while True:
+                while not self._stop.is_set():
                     self.poll()
                     looks += 1
                     if once and (not self.feed.pending or looks > 2):
                         return "once"
                     self._wait(SETTLE_SECONDS if self.feed.pending else self.interval)
+                return "stop"
             except Stopped as stop:
                 return str(stop)
             finally:
                 self.close()
+
+    def stop(self) -> None:
+        """End `run()` (from another thread) after the cycle in progress, within one interval."""
+        self._stop.set()
 
     def _wait(self, seconds: float) -> None:
         if self._inotify is None:

@@ -243,7 +243,7 @@ def _feed_and_stop(tmp_path, frames, every: float, method: str, paced_from: int 
     stderr, ready = [], threading.Event()
     reader = threading.Thread(target=_read_lines, args=(proc.stderr, stderr, ready), daemon=True)
     reader.start()
-    broken, looking = [], threading.Event()
+    broken, looking = _Looks(), threading.Event()
     checker = threading.Thread(target=_keep_checking_latest, args=(out / LATEST, broken, looking), daemon=True)
     checker.start()
     try:
@@ -276,10 +276,17 @@ def _read_lines(stream, lines: list, ready: threading.Event) -> None:
             ready.set()
 
 
-def _keep_checking_latest(latest: Path, broken: list, stop: threading.Event) -> None:
+class _Looks(list):
+    """The failures to read latest.nc, and how many times it was read."""
+
+    looks = 0
+
+
+def _keep_checking_latest(latest: Path, broken: _Looks, stop: threading.Event) -> None:
     while not stop.is_set():
         if latest.exists():
             try:
+                broken.looks += 1
                 check_complete(latest)
             except Exception as exc:  # noqa: BLE001  (any failure to read it is what the test looks for)
                 broken.append(repr(exc))
@@ -302,6 +309,8 @@ def _check_must_show(code, stopped, stdout, stderr, out, broken) -> None:
     assert len([line for line in stdout.splitlines() if "latency" in line]) == len(made)
     assert code in (0, 130, 143) and stopped < 20
     assert stray(out) == [] and "Traceback" not in stderr
+    print(f"must-show: {len(made)} forecasts, latest.nc complete at all {broken.looks} looks, stopped "
+          f"{stopped:.1f} s after SIGTERM, exit code {code}")
 
 
 def test_must_show_fast_feed(tmp_path, frames):
