@@ -8,7 +8,12 @@ the method made once, inotify) runs in a thread; the feed renames one file in at
 Latency is the watcher's own: from the file's ctime (set by the rename) to latest.nc replaced. The cold figure is
 `nowcast predict` run as a new process on the same frames (start, imports, model load, read, forecast, write).
 Memory: `--cycles` (default 1,000) cycles of a simulated feed on a small grid with `--memory-method`, driven
-through `Watcher.poll()`; peak RSS (ru_maxrss) and current RSS at cycle 10 and at the last cycle.
+through `Watcher.poll()`; peak RSS (ru_maxrss) and current RSS at cycle 10 and at the last cycle. Run it with no
+radar file for a fresh process (the peak of a run after the latency runs is theirs). `--flow-only`: the optical
+flow alone, pysteps from scratch against PairwiseFlow, interleaved window by window.
+
+    python benchmarks/bench_watch.py --memory-cycles 1000 --json benchmarks/watch_memory.json
+    python benchmarks/bench_watch.py sample_data/radar.nc FMI_COMPOSITE.nc --flow-only --json benchmarks/watch_flow.json
 """
 
 from __future__ import annotations
