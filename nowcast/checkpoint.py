@@ -76,12 +76,39 @@ def save_checkpoint(path, model: torch.nn.Module, config: ModelConfig, meta: dic
     return path
 
 
+# the checkpoints a training run writes in its folder (nowcast.train.trainer), the preferred one first
+RUN_CHECKPOINTS = ("best", "last")
+
+
+def run_checkpoint(folder: Path) -> Path:
+    """The checkpoint to use from a training run's folder: its best, else its last."""
+    for stem in RUN_CHECKPOINTS:
+        path = folder / f"{stem}{SUFFIX}"
+        if path.is_file():
+            return path
+    raise NowcastError(f"this folder holds no trained model ({', '.join(s + SUFFIX for s in RUN_CHECKPOINTS)})",
+                       folder)
+
+
+def model_name(path) -> str:
+    """A model's name: the file's stem, but a run's checkpoint is named after the run (its folder):
+    runs/storm/best.safetensors is 'storm', runs/storm/last.safetensors 'storm/last'."""
+    path = Path(path)
+    run = path.resolve().parent.name
+    if path.stem in RUN_CHECKPOINTS and run:
+        return run if path.stem == RUN_CHECKPOINTS[0] else f"{run}/{path.stem}"
+    return path.stem
+
+
 def resolve_model_path(name_or_path) -> Path:
-    """A bare name means <models dir>/<name>.safetensors; anything path-like is taken as a path."""
+    """A bare name means <models dir>/<name>.safetensors; anything path-like is taken as a path: a checkpoint
+    file, or a training run's folder (its best checkpoint, else its last)."""
     s = str(name_or_path)
     p = Path(s)
     looks_like_path = p.exists() or os.sep in s or "/" in s or s.endswith(SUFFIX) or s.startswith(".")
     if looks_like_path:
+        if p.is_dir():
+            return run_checkpoint(p)
         if not p.is_file():
             raise NowcastError("model file not found" if not p.exists() else "model path is not a file", p)
         return p
@@ -176,7 +203,7 @@ class LoadedModel:
     Unpacks as ``model, info = load_model(...)``, ``info`` being the same facts as a dict."""
 
     model: torch.nn.Module
-    name: str  # the file's stem
+    name: str  # the file's stem, or the run's name for a run's checkpoint (model_name)
     path: str
     config: ModelConfig
     meta: dict
@@ -209,4 +236,4 @@ def load_model(name_or_path, device="cpu") -> LoadedModel:
     with torch.no_grad():
         model.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True)
     model.to(resolve_device(device)).eval()
-    return LoadedModel(model, path.stem, str(path), config, meta, digest)
+    return LoadedModel(model, model_name(path), str(path), config, meta, digest)

@@ -149,7 +149,7 @@ class MethodSpec:
         models_asked = any(spec == MODEL for spec, _ in specs)
         recipes = []
         for (spec, model), method in zip(specs, built):
-            if model is not None and Path(model).is_file():
+            if model is not None and Path(model).exists():  # a checkpoint or a run folder
                 model = str(Path(model).resolve())
             recipes.append(cls(spec, model, device=device, precision=precision_for(spec, precision, models_asked),
                                prob_match=prob_match, name=method.name,

@@ -311,7 +311,7 @@ def test_cli_train_reads_lazily_when_asked(frame_archive, tmp_path, monkeypatch)
 
     monkeypatch.setenv("NOWCAST_CACHE_DIR", str(tmp_path / "cache"))
     seen = _spy_on_open_radar(monkeypatch)
-    args = ["train", str(frame_archive / "*.nc"), "--out", str(tmp_path / "run"), "--lazy", "--iterations", "1",
+    args = ["train", str(frame_archive / "*.nc"), "--out", str(tmp_path / "run"), "--lazy", "--iterations", "1", "--preset", "paper",
             "--layers", "2", "--hidden", "4", "--kernel", "3", "--patch", "4", "--crop", "16", "--batch-size", "2",
             "--coarsen", "1", "--time-strides", "1", "--input-frames", "3", "--lead-frames", "3",
             "--device", "cpu", "--val-every", "1", "--checkpoint-every", "1", "--baselines", "none"]

@@ -220,7 +220,8 @@ def test_untrained_lagrangian_model_is_the_extrapolation_nowcast(backbone, motio
 @pytest.fixture(scope="module")
 def mim_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "mim"
-    code = main(["train", str(SAMPLE), "--out", str(out), "--backbone", "mim", "--motion", "--iterations", "2",
+    code = main(["train", str(SAMPLE), "--out", str(out), "--preset", "paper", "--backbone", "mim", "--motion",
+                 "--iterations", "2",
                  "--layers", "2", "--hidden", "8", "--kernel", "3", "--patch", "4", "--crop", "16",
                  "--batch-size", "2", "--coarsen", "1", "--time-strides", "1", "--input-frames", "3",
                  "--lead-frames", "3", "--val", str(SAMPLE), "--val-every", "2", "--val-stride", "4",

@@ -20,7 +20,7 @@ ENV = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", COLUMNS="200",
 for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
     ENV.pop(name, None)
 
-TINY = ["--layers", "2", "--hidden", "8", "--kernel", "3", "--patch", "4", "--crop", "32", "--batch-size", "4",
+TINY = ["--preset", "paper", "--layers", "2", "--hidden", "8", "--kernel", "3", "--patch", "4", "--crop", "32", "--batch-size", "4",
         "--coarsen", "1", "--time-strides", "1", "--seed", "3", "--device", "cpu", "--checkpoint-every", "1",
         "--sampling-iterations", "2", "--val", str(SAMPLE), "--val-every", "2", "--val-stride", "8"]
 

@@ -87,7 +87,8 @@ def test_result_layout_and_strict_json_with_nan():
                        "bias_per_lead", "gdl", "mse", "mae", "ssim", "gdl_per_lead", "mse_per_lead",
                        "mae_per_lead", "ssim_per_lead", "counts", "counts_per_lead", "valid_pixels",
                        "nan_observation_pixels", "nan_forecast_pixels", "frames", "empty_observation_frames",
-                       "coverage", "coverage_per_lead", "seconds_per_window"]
+                       "coverage", "coverage_per_lead", "invented_heavy", "invented_heavy_per_lead",
+                       "heavy_pixels_per_lead", "invented_pixels_per_lead", "seconds_per_window"]
     assert r["coverage"] == 1.0 and r["coverage_per_lead"] == [1.0] * 10
     assert r["counts_per_lead"]["30"]["hits"] == [c.hits for c in result.method("persistence").scores.at(30)
                                                   .counts_per_lead]
@@ -182,7 +183,7 @@ def test_cli_names_two_runs_best_checkpoints_by_their_paths(tmp_path, capsys):
     rc = main(["evaluate", str(tmp_path / "radar.nc"), "--units", "dBZ", "--model", paths[0], "--model", paths[1],
                "--baseline", "persistence", "--device", "cpu", "--json", str(out)])
     assert rc == 0
-    assert set(json.loads(out.read_text())["results"]) == {paths[0], paths[1], "persistence"}
+    assert set(json.loads(out.read_text())["results"]) == {"a", "b", "persistence"}  # each run by its name
     # the same file twice is still refused
     rc = main(["evaluate", str(tmp_path / "radar.nc"), "--units", "dBZ", "--model", paths[0], "--model", paths[0],
                "--device", "cpu"])

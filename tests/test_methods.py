@@ -258,9 +258,10 @@ def test_comparison_sets_are_checked_as_a_whole(models_dir, tmp_path, no_model_l
 
 
 def test_two_checkpoints_with_one_name_are_renamed_after_their_files(models_dir, tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a = _tiny_checkpoint(tmp_path / "a" / "best.safetensors")
-    b = _tiny_checkpoint(tmp_path / "b" / "best.safetensors")
+    # two runs named alike (each best.safetensors is named after its run folder, 'storm')
+    (tmp_path / "a" / "storm").mkdir(parents=True)
+    (tmp_path / "b" / "storm").mkdir(parents=True)
+    a = _tiny_checkpoint(tmp_path / "a" / "storm" / "best.safetensors")
+    b = _tiny_checkpoint(tmp_path / "b" / "storm" / "best.safetensors")
     built = methods.resolve_all(methods.comparison_specs([str(a), str(b)], ["persistence"]))
     assert [m.name for m in built] == [str(a), str(b), "persistence"]

@@ -21,7 +21,7 @@ SAMPLE = ROOT / "sample_data" / "radar.nc"
 ENV = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", COLUMNS="200",
            PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
-TINY = ["--layers", "1", "--no-motion", "--hidden", "8", "--kernel", "3", "--crop", "32", "--batch-size", "2",
+TINY = ["--preset", "paper", "--layers", "1", "--no-motion", "--hidden", "8", "--kernel", "3", "--crop", "32", "--batch-size", "2",
         "--coarsen", "1", "--time-strides", "1", "--seed", "3", "--device", "cpu"]
 
 

@@ -9,7 +9,7 @@ from nowcast.cli import main
 from nowcast.train import load_train_state
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "radar.nc"
-TINY = ["--layers", "2", "--hidden", "8", "--kernel", "3", "--patch", "4", "--crop", "16", "--batch-size", "2",
+TINY = ["--preset", "paper", "--layers", "2", "--hidden", "8", "--kernel", "3", "--patch", "4", "--crop", "16", "--batch-size", "2",
         "--coarsen", "1", "--time-strides", "1", "--input-frames", "3", "--lead-frames", "3", "--device", "cpu",
         "--checkpoint-every", "1", "--val-every", "2", "--baselines", "none", "--seed", "2"]
 
@@ -84,3 +84,66 @@ def test_lagrangian_training_end_to_end_then_predict(tmp_path):
     fc = tmp_path / "fc.nc"
     assert main(["predict", str(sample), "--model", str(out / "best.safetensors"), "-o", str(fc)]) == 0
     assert fc.exists()
+
+
+def test_resume_with_overwrite_is_refused_before_anything(tmp_path, capsys):
+    out = tmp_path / "storm"
+    assert nowcast_train("--out", str(out), "--resume", "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_resume_below_the_runs_iteration_says_so(tmp_path, capsys):
+    out = tmp_path / "storm"
+    assert nowcast_train("--out", str(out), "--iterations", "2", *TINY) == 0
+    capsys.readouterr()
+    assert nowcast_train("--out", str(out), "--resume", "--iterations", "1") == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "at iteration 2, not below --iterations 1" in err and "nothing to train" in err
+    assert load_train_state(out / "train_state.pt")["iteration"] == 2
+
+
+def test_default_preset_is_the_shipped_models_recipe_and_paper_is_the_papers():
+    from nowcast.checkpoint import default_model_path, read_checkpoint
+    from nowcast.train import TrainConfig
+    from nowcast.train.config import preset
+
+    _, model_config, meta = read_checkpoint(default_model_path(), tensors=False)
+    settings = meta["settings"] if isinstance(meta["settings"], dict) else json.loads(meta["settings"])
+    shipped, ours = TrainConfig.from_dict(settings).flat(), preset("default").flat()
+    where_it_ran = {"run.out", "run.device", "run.overwrite"}
+    differ = {k for k in ours if k not in where_it_ran and ours[k] != shipped[k]}
+    assert differ == {"optim.min_lr"} and abs(ours["optim.min_lr"] - shipped["optim.min_lr"]) < 1e-12
+    assert preset("default").model == model_config
+    paper = preset("paper")
+    assert (paper.model.frame, paper.model.num_layers, paper.model.hidden, paper.model.kernel_size) == \
+        ("eulerian", 4, 64, 5)
+    assert paper.optim.iterations == 100_000
+
+
+def test_a_run_folder_is_a_model_named_after_the_run(tmp_path, capsys):
+    """--model RUN_DIR: its best checkpoint, else its last, named after the run in the file and the notes."""
+    import xarray as xr
+
+    from nowcast.checkpoint import run_checkpoint, save_checkpoint
+    from nowcast.nn import ModelConfig, build_model
+
+    cfg = ModelConfig(num_layers=2, hidden=4, kernel_size=3, patch_size=4, input_frames=5, output_frames=10)
+    run = tmp_path / "runs" / "storm"
+    run.mkdir(parents=True)
+    save_checkpoint(run / "last.safetensors", build_model(cfg), cfg, {})
+    assert run_checkpoint(run).name == "last.safetensors"
+    out = tmp_path / "fc.nc"
+    assert main(["predict", str(SAMPLE), "--model", str(run), "-o", str(out), "--device", "cpu"]) == 0
+    assert xr.open_dataset(out).attrs["nowcast_method"] == "storm/last"
+    capsys.readouterr()
+    save_checkpoint(run / "best.safetensors", build_model(cfg), cfg, {})
+    assert main(["predict", str(SAMPLE), "--model", str(run), "-o", str(out), "--device", "cpu", "--overwrite"]) == 0
+    assert xr.open_dataset(out).attrs["nowcast_method"] == "storm"
+    err = capsys.readouterr().err
+    assert "note: storm is not the recommended" in err  # the notes name the run, not 'best' or 'last'
+    empty = tmp_path / "runs" / "empty"
+    empty.mkdir()
+    assert main(["predict", str(SAMPLE), "--model", str(empty), "-o", str(tmp_path / "x.nc")]) == 2
+    assert "holds no trained model" in capsys.readouterr().err

@@ -27,8 +27,10 @@ class ProgressEvent:
     """What the training loop tells its progress callback.
 
     kind: "start" | "step" | "validation" | "checkpoint" | "end". ``loss`` is the loss of the iteration
-    just done (step events come every iteration). Validation events carry ``scores`` (the model's, with
-    "metric") and ``baselines`` ({method name: scores with "metric"}, scored on the same windows).
+    just done and ``it_per_s`` a smoothed recent speed (step events come every iteration); ``logged`` is the
+    row written to log.csv at this iteration, if one was (its ``loss`` and ``it_per_s`` are means since the
+    previous row). Validation events carry ``scores`` (the model's, with "metric") and ``baselines``
+    ({method name: scores with "metric"}, scored on the same windows).
     """
 
     kind: str
@@ -43,6 +45,7 @@ class ProgressEvent:
     scores: dict | None = None
     baselines: dict | None = None
     message: str | None = None
+    logged: dict | None = None
 
 
 def progress_callback(progress) -> Callable[[ProgressEvent], None] | None:

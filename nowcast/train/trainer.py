@@ -324,7 +324,8 @@ class Trainer:
             self.emit("checkpoint", message=f"checkpoint at iteration {it}")
         # last, so that an interruption raised by the callback finds this iteration complete
         self.emit("step", loss=loss_value, lr=lr, it_per_s=self._rate.smooth, truth_probability=p_truth,
-                  eta_s=(o.iterations - it) / self._rate.smooth)
+                  eta_s=(o.iterations - it) / self._rate.smooth,
+                  logged=row if row is not None and "loss" in row else None)
 
     def summary(self, status: str, note: str | None) -> dict:
         best = self.best.as_dict()
