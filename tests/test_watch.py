@@ -322,3 +322,15 @@ def test_must_show_fast_feed(tmp_path, frames):
 def test_must_show_feed_every_two_seconds(tmp_path, frames):
     """The must-show as the issue states it: one file every 2 s, extrapolation (optical flow reused)."""
     _check_must_show(*_feed_and_stop(tmp_path, frames, every=2.0, method="extrapolation"))
+
+
+def test_plot_puts_a_picture_beside_each_forecast(tmp_path, frames):
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    watcher = Watcher(inbox, out, resolve("persistence"), plot=True, keep=1, log=lambda _: None)
+    for f in frames[:3]:
+        drop(f, inbox)
+        look(watcher)
+    name = f"forecast_{stamp(_times(frames, [2])[0])}"
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{name}.nc", f"{name}.png", LATEST, "latest.png"])
+    assert (out / "latest.png").read_bytes() == (out / f"{name}.png").read_bytes()
