@@ -215,6 +215,9 @@ def test_evaluate_bad_thresholds_and_too_short(tmp_path):
     assert not (tmp_path / "s.json").exists()
 
 
-def test_debug_shows_traceback(tmp_path):
-    res = run_cli(["--debug", "predict", "missing.nc"], tmp_path)
-    assert res.returncode != 0 and "Traceback" in res.stderr
+def test_debug_shows_traceback_and_keeps_exit_code_2(tmp_path):
+    plain = run_cli(["predict", "missing.nc", "-o", "fc.nc"], tmp_path)
+    res = run_cli(["--debug", "predict", "missing.nc", "-o", "fc.nc"], tmp_path)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert res.returncode == 2 and "Traceback" in res.stderr and "NowcastError" in res.stderr
+    assert res.stderr.rstrip().splitlines()[-1] == plain.stderr.rstrip().splitlines()[-1]  # the same message last

@@ -35,8 +35,8 @@ def main(argv=None) -> int:
         if isinstance(code, int) and code:  # typer.Exit(code) comes back as a return value here
             return code
     except NowcastError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback too, and the same exit code
+            _traceback()
         _error(str(exc))
         return 2
     except typer.Exit as exc:
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         return 130
     except OSError as exc:  # e.g. permission denied or disk full while writing an output
         if debug:
-            raise
+            _traceback()
         where = f"{exc.filename}: " if exc.filename else ""
         _error(f"{where}{exc.strerror or exc}")
         return 2
@@ -63,6 +63,13 @@ def main(argv=None) -> int:
                   "(rerun with --debug for details)")
         return 1
     return 0
+
+
+def _traceback() -> None:
+    """The current exception's traceback on stderr (--debug), before its one-line message."""
+    import traceback
+
+    err.print(traceback.format_exc().rstrip(), markup=False, highlight=False)
 
 
 def _error(message: str) -> None:
