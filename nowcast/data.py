@@ -3,7 +3,7 @@
 A sample is ``n_in + n_out`` consecutive frames (or every k-th frame, a "speed" augmentation) of one
 sequence, cropped to a square, optionally coarsened, rotated and flipped. The network sees the frames
 on its [0, 1] scale with no data filled by the floor; the loss gets a validity mask so that no-data
-pixels never count (DESIGN.md).
+pixels never count (docs/conventions.md).
 
 A lazily read archive (`nowcast.radar.open_radar` with ``lazy``) is sampled from disk: each draw reads
 only its window's frames (`LazyFrames`), and the draws are the same as from the archive held in memory.

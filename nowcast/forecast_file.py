@@ -90,7 +90,8 @@ def _data_variable(forecast: xr.DataArray, method: str, units: str) -> tuple[str
     }
     if "grid_mapping" in forecast.attrs:
         da.attrs["grid_mapping"] = forecast.attrs["grid_mapping"]
-    # float32, not packed: heavy rain reaches hundreds of mm/h and int16 steps of 0.01 would overflow.
+    # float32 (compressed), not packed like dBZ: int16 in 0.01 mm/h steps ends at 327 mm/h (63 dBZ), and steps
+    # coarse enough for 865 mm/h (70 dBZ) would blur light rain near 0.1 mm/h (docs/conventions.md)
     da.encoding = float_field(da, dtype="float32")
     return "rain_rate", da
 
@@ -106,15 +107,15 @@ def _cell_bounds(centres: np.ndarray) -> np.ndarray:
 
 
 def _add_axis_bounds(ds: xr.Dataset) -> xr.Dataset:
-    """Write x_bounds/y_bounds where the axis attributes reference them (CF: a reference must resolve)."""
+    """x_bounds/y_bounds (cell edges) for the x and y axes, referenced by the axes' ``bounds`` attribute (an
+    input's own bounds name is kept)."""
     for axis in ("x", "y"):
-        if axis not in ds.coords:
+        if axis not in ds.coords or ds[axis].ndim != 1:
             continue
-        name = ds[axis].attrs.get("bounds")
-        if not name:
-            continue
+        name = ds[axis].attrs.get("bounds") or f"{axis}_bounds"
+        ds[axis].attrs["bounds"] = name
         ds[name] = xr.DataArray(_cell_bounds(ds[axis].values), dims=(axis, "nv"))
-        ds[name].encoding = dict(NO_FILL)
+        ds[name].encoding = {**NO_FILL, "coordinates": None}  # CF: bounds carry no attributes of their own
     return ds
 
 
@@ -164,7 +165,10 @@ def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | No
     ds["time"].attrs = {"standard_name": "time", "long_name": "valid time", "axis": "T"}
     ds["forecast_reference_time"].attrs = {
         "standard_name": "forecast_reference_time", "long_name": "time of the last observed frame"}
-    ds["forecast_period"].attrs = {"standard_name": "forecast_period", "long_name": "lead time"}
+    # lead time as plain minutes: xarray would store a timedelta with a non-CF 'dtype' attribute
+    period = ds["forecast_period"].values / np.timedelta64(1, "m")
+    ds = ds.assign_coords(forecast_period=("time", period.astype(np.float64)))
+    ds["forecast_period"].attrs = {"standard_name": "forecast_period", "long_name": "lead time", "units": "minutes"}
     for axis in ("x", "y"):
         if axis in ds.coords and "axis" not in ds[axis].attrs:
             ds[axis].attrs.setdefault("standard_name", f"projection_{axis}_coordinate")
@@ -189,7 +193,7 @@ def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | No
         ds.attrs["input_conversion"] = inputs.attrs.get("conversion", "")
     ds["time"].encoding = minutes_since(ref, dtype="float64")
     ds["forecast_reference_time"].encoding = minutes_since(ref)
-    ds["forecast_period"].encoding = {"units": "minutes", "dtype": "float64", **NO_FILL}
+    ds["forecast_period"].encoding = {"dtype": "float64", **NO_FILL}
     return ds
 
 

@@ -7,7 +7,7 @@ the same contract:
 
 inputs: float32 dBZ shaped (T, H, W) or (B, T, H, W), NaN where there is no data.
 forecasts: float32 dBZ shaped (n_out, H, W) or (B, n_out, H, W), floored at -10 dBZ, NaN (no data) where
-- the last input frame has no data (no-data regions are kept as no data, DESIGN.md), and
+- the last input frame has no data (no-data regions are kept as no data, docs/conventions.md), and
 - the forecast would need data from beyond the grid: rain advected in from outside the domain is
   unknown, not dry. Scores skip these pixels as they skip missing observations.
 Inside a method, wherever an algorithm needs finite values, no data counts as the floor (no echo).

@@ -2,7 +2,7 @@
 
 `open_radar` takes one file, several files or a glob of per-frame files and returns an
 `xarray.DataArray` named ``reflectivity`` (float32 dBZ, dims (time, y, x)) that keeps the input's x/y
-coordinates and grid mapping. Conventions (DESIGN.md): no echo is -10 dBZ, no data is NaN.
+coordinates and grid mapping. Conventions (docs/conventions.md): no echo is -10 dBZ, no data is NaN.
 Everything done to the data that the user should know (unit rule, dropped duplicates, gaps) is
 reported with a `NowcastWarning` and recorded in ``attrs["nowcast_notes"]``.
 

@@ -1,4 +1,4 @@
-"""Unit conventions shared by every part of the tool (see DESIGN.md).
+"""Unit conventions shared by every part of the tool (see docs/conventions.md).
 
 Inside the tool reflectivity is in dBZ, float32. No echo is the floor (-10 dBZ); no data is NaN.
 The network sees dBZ clipped to [-10, 70] and scaled to [0, 1].

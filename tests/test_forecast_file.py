@@ -175,3 +175,37 @@ def test_one_writer_one_policy(tmp_path):
         assert ds["reflectivity"].encoding["dtype"] == np.int16
     assert abs(back[0, 0, 0] - 1.234) <= 0.005 and np.isnan(back[0, 0, 1])
     assert back[0, 1, 0] == pytest.approx(327.0)  # clipped to the packed range, not wrapped
+
+
+# the attributes CF-1.8 defines (and netCDF's own), for the variables a forecast file holds
+CF_VARIABLE_ATTRIBUTES = {"_FillValue", "units", "standard_name", "long_name", "axis", "bounds", "calendar",
+                          "grid_mapping", "coordinates", "scale_factor", "add_offset", "grid_mapping_name",
+                          "longitude_of_projection_origin", "latitude_of_projection_origin", "false_easting",
+                          "false_northing", "earth_radius", "semi_major_axis", "inverse_flattening", "crs_wkt",
+                          "straight_vertical_longitude_from_pole", "standard_parallel", "scale_factor_at_projection_origin",
+                          "proj4"}
+
+
+@pytest.mark.parametrize("units", ["dBZ", "mm/h"])
+def test_forecast_file_has_bounds_and_no_non_cf_attributes(inputs, tmp_path, units):
+    """The input's axes name no bounds: the forecast still has x/y bounds (cell edges, 1 km cells), its lead
+    time is plain minutes, and no variable carries an attribute CF does not define (such as xarray's 'dtype')."""
+    import netCDF4
+
+    out = tmp_path / "fc.nc"
+    assert "bounds" not in inputs["x"].attrs
+    write_forecast(forecast_dataarray(Persistence()(inputs.values[None], 3)[0], inputs, "persistence"), out,
+                   units=units)
+    with netCDF4.Dataset(out) as nc:
+        for name, var in nc.variables.items():
+            extra = set(var.ncattrs()) - CF_VARIABLE_ATTRIBUTES
+            assert not extra, (name, extra)
+        assert nc["x"].getncattr("bounds") == "x_bounds" and nc["y"].getncattr("bounds") == "y_bounds"
+        assert nc["x_bounds"].ncattrs() == [] and nc["forecast_period"].getncattr("units") == "minutes"
+        np.testing.assert_array_equal(nc["forecast_period"][:], [5.0, 10.0, 15.0])
+        x, xb = nc["x"][:], nc["x_bounds"][:]
+        np.testing.assert_allclose(xb[:, 0], x - 500.0) and np.testing.assert_allclose(xb[:, 1], x + 500.0)
+        data = nc["reflectivity" if units == "dBZ" else "rain_rate"]
+        assert data.dtype == (np.int16 if units == "dBZ" else np.float32)  # rain rate: float32, see conventions
+    back = xr.open_dataset(out)
+    assert back["forecast_period"].values[0] in (5.0, np.timedelta64(5, "m"))
