@@ -26,7 +26,8 @@ def needs_shared_radar(path: Path = SHARED_RADAR):
     path = Path(path)
     if path.exists():
         return lambda test: test
-    what = f"needs the pysteps example radar data ({path.name}), which is not part of the repository"
+    which = "" if path == SHARED_RADAR else f" ({path.name})"
+    what = f"needs the pysteps example radar data{which}, which is not part of the repository"
     if os.environ.get(REQUIRE_RADAR) != "1":
         return pytest.mark.skip(reason=what)
 
