@@ -50,3 +50,13 @@ def test_forecast_and_checkpoint_share_the_rule():
 
     assert nowcast.forecast.resolve_device is resolve_device
     assert nowcast.checkpoint.resolve_device is resolve_device
+
+
+def test_native_bf16_read_from_the_cpu_flags():
+    from nowcast.runtime import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n") is True
+    assert cpu_has_native_bf16("flags\t\t: fpu sse avx2 amx_bf16 amx_tile\n") is True
+    assert cpu_has_native_bf16("flags : fpu sse avx2 avx512f\n") is False
+    assert cpu_has_native_bf16("model name : something\n") is None
+    assert cpu_has_native_bf16() in (True, False, None)  # this machine's, whatever it is

@@ -35,7 +35,7 @@ from ..data import WindowSampler
 from ..lagrangian_windows import MotionCache
 from ..errors import NowcastError
 from ..nn import build_model
-from ..runtime import autocast, autocast_dtype, precision_name, resolve_device
+from ..runtime import autocast, autocast_dtype, cpu_has_native_bf16, precision_name, resolve_device
 from ..strict_json import json_safe
 from .callbacks import BestCheckpoint, ProgressEvent, TrainLog, baseline_row, progress_callback
 from .config import TrainConfig
@@ -292,6 +292,9 @@ class Trainer:
         text = f"training on {self.device.type}"
         if self.amp_dtype is not None:
             text += f" ({precision_name(self.amp_dtype)})"
+            if self.device.type == "cpu" and self.amp_dtype == torch.bfloat16 and cpu_has_native_bf16() is False:
+                text += ("; note: this CPU has no native bf16 (AVX512-BF16 or AMX), so bf16 is emulated and much "
+                         "slower than fp32 here: use --precision fp32")
         return text + (f", resumed at iteration {self.iteration}" if self.start_iteration else "")
 
     def _after_step(self, loss_value: float, lr: float, p_truth: float) -> None:
