@@ -104,7 +104,8 @@ def dask_scores(processes: bool, progress_file: str) -> None:
         on_client = evaluate(archive(), METHODS, **KW, scheduler=client)
         by_address = evaluate(archive(), METHODS, **KW, scheduler=cluster.scheduler_address)
         assert client.status == "running"  # a Client handed in is left open for its owner
-    print(json.dumps([scores_only(on_client), scores_only(by_address)]))
+    # to a file, not stdout: the child's stdout came back empty once dask had run in it (cause not found)
+    Path(f"{progress_file}.json").write_text(json.dumps([scores_only(on_client), scores_only(by_address)]))
 
 
 CHILD = "import sys; sys.path.insert(0, sys.argv[1]); import test_parallel_evaluate as t; " \
@@ -128,7 +129,7 @@ def _dask_equals_one_process(one_process, processes: bool, tmp_path, limit_s: fl
             pytest.skip(f"a dask LocalCluster did not start within {limit_s:.0f} s on this machine")
         pytest.fail(f"scoring on a running dask LocalCluster took over {limit_s:.0f} s")
     assert child.returncode == 0, err[-3000:]
-    on_client, by_address = json.loads(out.strip().splitlines()[-1])
+    on_client, by_address = json.loads(Path(f"{progress}.json").read_text())
     assert on_client == scores_only(one_process)
     assert by_address == scores_only(one_process)
 

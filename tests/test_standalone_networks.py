@@ -258,7 +258,8 @@ def test_train_then_predict_then_no_trend(tmp_path, capsys):
     fc = tmp_path / "fc.nc"
     assert main(["predict", str(SAMPLE), "--model", str(best), "-o", str(fc)]) == 0
     forecast = open_radar(fc)
-    assert forecast.shape == (10, 128, 128) and np.isfinite(forecast.values).mean() > 0.9
+    # the default recipe is Lagrangian: the inflow border, which the flow brings from beyond the grid, is NaN
+    assert forecast.shape == (10, 128, 128) and np.isfinite(forecast.values).mean() > 0.8
     capsys.readouterr()
     png = tmp_path / "trend.png"
     assert main(["visualize-trend", str(SAMPLE), "-o", str(png), "--model", str(best), "--device", "cpu"]) == 2
