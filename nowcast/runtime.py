@@ -82,8 +82,8 @@ def autocast(precision, device):
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
     """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo's flags); None where that
-    cannot be told (no /proc/cpuinfo). Without it oneDNN emulates bf16, and a bf16 training step on the CPU was
-    measured about 20x slower than with it (benchmarks/RESULTS.md, issue 21)."""
+    cannot be told (no /proc/cpuinfo). Without it oneDNN emulates bf16 and a bf16 training step is slow
+    (benchmarks/RESULTS.md, issue 21: 47 s per iteration on a 2-core VM without AVX-512)."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
