@@ -71,13 +71,27 @@ def autocast_active(device_type: str) -> bool:
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
+def training_autocast_dtype(precision, device, native_bf16: bool | None = None) -> torch.dtype | None:
+    """The autocast dtype of a training run: as ``autocast_dtype``, except that ``auto`` on a CPU trains in bf16
+    where the CPU computes bf16 natively (about 2.5x faster than fp32 there) and in fp32 elsewhere (emulated bf16
+    was about 13x slower than fp32). ``native_bf16``: the CPU's answer, read from /proc/cpuinfo when None."""
+    dev = torch.device(device)
+    if normalize_precision(precision) == "auto" and dev.type == "cpu":
+        native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
+        return torch.bfloat16 if native else None
+    return autocast_dtype(precision, dev)
+
+
 def autocast(precision, device):
     """A context manager running its block in ``precision`` on ``device`` (a no-op for fp32)."""
-    dev = torch.device(device)
-    dtype = autocast_dtype(precision, dev)
+    return autocast_to(autocast_dtype(precision, device), device)
+
+
+def autocast_to(dtype: torch.dtype | None, device):
+    """A context manager running its block under autocast to ``dtype`` on ``device`` (a no-op for None)."""
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=dev.type, dtype=dtype)
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:

@@ -60,3 +60,21 @@ def test_native_bf16_read_from_the_cpu_flags():
     assert cpu_has_native_bf16("flags : fpu sse avx2 avx512f\n") is False
     assert cpu_has_native_bf16("model name : something\n") is None
     assert cpu_has_native_bf16() in (True, False, None)  # this machine's, whatever it is
+
+
+def test_training_auto_picks_bf16_only_on_a_cpu_with_native_bf16():
+    from nowcast.runtime import training_autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert training_autocast_dtype("auto", cpu, native_bf16=True) is torch.bfloat16
+    assert training_autocast_dtype("auto", cpu, native_bf16=False) is None
+    assert training_autocast_dtype("auto", cpu, native_bf16=None) is None  # unknown CPU: the safe choice
+    # an explicit choice is kept, whatever the CPU
+    assert training_autocast_dtype("bf16", cpu, native_bf16=False) is torch.bfloat16
+    assert training_autocast_dtype("fp32", cpu, native_bf16=True) is None
+
+
+def test_default_preset_trains_at_auto_precision():
+    from nowcast.train.config import preset
+
+    assert preset("default").run.precision == "auto"

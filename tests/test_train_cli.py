@@ -112,7 +112,8 @@ def test_default_preset_is_the_shipped_models_recipe_and_paper_is_the_papers():
     _, model_config, meta = read_checkpoint(default_model_path(), tensors=False)
     settings = meta["settings"] if isinstance(meta["settings"], dict) else json.loads(meta["settings"])
     shipped, ours = TrainConfig.from_dict(settings).flat(), preset("default").flat()
-    where_it_ran = {"run.out", "run.device", "run.overwrite"}
+    # the shipped model trained in bf16 on a CPU with native bf16; the preset's auto picks that there, fp32 elsewhere
+    where_it_ran = {"run.out", "run.device", "run.overwrite", "run.precision"}
     differ = {k for k in ours if k not in where_it_ran and ours[k] != shipped[k]}
     assert differ == {"optim.min_lr"} and abs(ours["optim.min_lr"] - shipped["optim.min_lr"]) < 1e-12
     assert preset("default").model == model_config
@@ -147,3 +148,14 @@ def test_a_run_folder_is_a_model_named_after_the_run(tmp_path, capsys):
     empty.mkdir()
     assert main(["predict", str(SAMPLE), "--model", str(empty), "-o", str(tmp_path / "x.nc")]) == 2
     assert "holds no trained model" in capsys.readouterr().err
+
+
+def test_auto_precision_says_what_it_picked_on_this_cpu(tmp_path, capsys):
+    from nowcast.runtime import cpu_has_native_bf16
+
+    assert nowcast_train("--out", str(tmp_path / "auto"), "--iterations", "1", *TINY, "--precision", "auto") == 0
+    out = capsys.readouterr().out
+    picked = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert f"training on cpu ({picked}: precision auto" in out
+    state = load_train_state(tmp_path / "auto" / "train_state.pt")
+    assert json.loads(state["settings"])["run"]["precision"] == "auto"

@@ -160,7 +160,8 @@ OPTIONS = (
     # run
     Opt(("--device",), "run.device", str, "auto (CUDA when present), cpu, cuda or cuda:N."),
     Opt(("--precision", "--amp"), "run.precision", Precision, "Arithmetic: bf16 (CPU or GPU), fp16 (GPU), fp32; "
-                                                              "auto = bf16/fp16 on a GPU, fp32 on a CPU."),
+                                                              "auto = bf16/fp16 on a GPU; on a CPU bf16 where it "
+                                                              "has native bf16 (AVX512-BF16 or AMX), else fp32."),
     Opt(("--deterministic/--no-deterministic",), "run.deterministic", bool, "Deterministic torch kernels."),
     Opt(("--checkpoint-every",), "run.checkpoint_every", int, "Save the training state every N iterations."),
     Opt(("--log-every",), "run.log_every", int, "Write a log row every N iterations."),
@@ -194,7 +195,7 @@ def _parameters() -> list[inspect.Parameter]:
         ("val", Optional[List[Path]], typer.Option(None, "--val", metavar="FILE", help="Held-out validation file(s).")),
         ("preset", Optional[str], typer.Option(None, "--preset", metavar="default|paper",
                                                help="The recipe the other options change: default = that of the "
-                                                    "shipped default model (Lagrangian MotionRNN, 3 x 32, bf16; "
+                                                    "shipped default model (Lagrangian MotionRNN, 3 x 32; "
                                                     "the defaults below); paper = the paper's network and recipe "
                                                     "(Eulerian, 4 x 64, 5x5 kernels, 100,000 iterations).")),
         ("resume", bool, typer.Option(False, "--resume", help="Continue the run in --out with its own settings.")),
@@ -285,9 +286,9 @@ def _train(**kwargs):
     RADAR_FILE: training radar files; each file (or quoted glob) is one sequence.
 
     By default the recipe of the shipped default model (--preset default: Lagrangian MotionRNN, 3 layers x 32,
-    bf16, 2,000 iterations); --preset paper gives the paper's network and recipe. An iteration of the default
-    recipe (batch 8, 64 x 64 crops) took 125 s on a 2-core CPU that was running another training at the same
-    time (6 iterations in 755 s); on a GPU it takes well under a second.
+    2,000 iterations, precision auto); --preset paper gives the paper's network and recipe. An iteration of a
+    recipe like the default (batch 8, 64 x 64 crops) took about 3.6 s in fp32 on one core of a CPU without native
+    bf16, where emulated bf16 took about 47 s; on a GPU it takes well under a second.
 
     --model RUN_FOLDER in predict, evaluate and visualize-trend uses a run's best checkpoint (else its last),
     named after the run.

@@ -242,7 +242,8 @@ class TrainConfig:
 # "default": the recipe of the shipped default model (models/motionrnn-lagrangian-radar.md): a Lagrangian
 # MotionRNN, 3 layers x 32 channels, 3x3 kernels, 4x4 patches, 64-pixel crops, frame strides 1 and 2; L1 + L2
 # with HKO-7 weights^0.5 from forecast and truth plus 0.5 soft CSI; Adam 3e-4 cosine to 3e-5 over 2,000
-# iterations after 100 of warm-up, gradient clip 1, no scheduled sampling, bf16.
+# iterations after 100 of warm-up, gradient clip 1, no scheduled sampling, precision auto (bf16 on a GPU
+# and on a CPU with native bf16, fp32 on other CPUs: the shipped model was trained in bf16).
 # "paper": the paper's radar network and recipe (Wu et al. 2021): Eulerian, 4 layers x 64, 5x5 kernels,
 # L1 + L2, Adam 3e-4, 100,000 iterations with scheduled sampling.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -254,7 +255,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optim.min_lr": 3e-5, "optim.grad_clip": 1.0, "optim.balanced_loss": True, "optim.balance_power": 0.5,
         "optim.balance_on": "both", "optim.soft_csi": 0.5, "optim.sampling_iterations": 0,
         "validation.every": 250, "validation.stride": 4, "run.checkpoint_every": 250, "run.log_every": 25,
-        "run.precision": "bf16",
+        "run.precision": "auto",
     },
     "paper": {},
 }

@@ -35,7 +35,8 @@ from ..data import WindowSampler
 from ..lagrangian_windows import MotionCache
 from ..errors import NowcastError
 from ..nn import build_model
-from ..runtime import autocast, autocast_dtype, cpu_has_native_bf16, precision_name, resolve_device
+from ..runtime import autocast_to, cpu_has_native_bf16, normalize_precision, precision_name, resolve_device
+from ..runtime import training_autocast_dtype
 from ..strict_json import json_safe
 from .callbacks import BestCheckpoint, ProgressEvent, TrainLog, baseline_row, progress_callback
 from .config import TrainConfig
@@ -68,7 +69,7 @@ class Trainer:
                                self.out)
         self.state = TrainState.load(self.state_path) if config.run.resume else None
         self.device = distributed.process_device(self.team, resolve_device(config.run.device))
-        self.amp_dtype = autocast_dtype(config.run.precision, self.device)
+        self.amp_dtype = training_autocast_dtype(config.run.precision, self.device)
         self.data = prepare_data(config, sequences, val_sequences)
         sampler_config = dataclasses.replace(
             config.data, synthetic_fraction=1.0 if not self.data.train else float(config.synthetic.fraction))
@@ -161,7 +162,7 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.config.run.precision, self.device):
+        with autocast_to(self.amp_dtype, self.device):
             pred = self.train_model(x, self.config.model.output_frames, truth=y,
                                     sampling_mask=self._tensor(smask, share), **extras)
         loss = masked_loss(pred, y, m, o.loss, o.balanced_loss, o.balance_power,
@@ -290,9 +291,13 @@ class Trainer:
 
     def _start_message(self) -> str:
         text = f"training on {self.device.type}"
-        if self.amp_dtype is not None:
+        on_cpu, native = self.device.type == "cpu", cpu_has_native_bf16()
+        if normalize_precision(self.config.run.precision) == "auto" and on_cpu:
+            text += (" (bf16: precision auto, and this CPU has native bf16)" if self.amp_dtype is not None else
+                     " (fp32: precision auto, and this CPU has no native bf16, which would be emulated and slow)")
+        elif self.amp_dtype is not None:
             text += f" ({precision_name(self.amp_dtype)})"
-            if self.device.type == "cpu" and self.amp_dtype == torch.bfloat16 and cpu_has_native_bf16() is False:
+            if on_cpu and self.amp_dtype == torch.bfloat16 and native is False:
                 text += ("; note: this CPU has no native bf16 (AVX512-BF16 or AMX), so bf16 is emulated and much "
                          "slower than fp32 here: use --precision fp32")
         return text + (f", resumed at iteration {self.iteration}" if self.start_iteration else "")
