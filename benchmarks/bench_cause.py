@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--radar-dir", type=Path, default=os.environ.get("NOWCAST_RADAR_DIR"))
     ap.add_argument("--data", action="append", choices=sorted(SETS))
     ap.add_argument("--offsets", default="0,-4,4", help="climate shifts in dB, comma separated")
-    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--precision", default="fp32")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore", NowcastWarning)
