@@ -53,10 +53,15 @@ def sequences(radar_dir: Path, which: str):
 SERVICE_STRIDE = {"mch": 5, "fmi": 5, "bom": 10}
 
 
-def service_methods(runs: Path, service: str, precision: str) -> list:
-    """Every LOSO run that held ``service`` out (its last weights), named recipe-network-seed."""
+def service_methods(runs: Path, service: str, precision: str, only: str = "*", iterations: int = 150) -> list:
+    """Every finished LOSO run matching ``only`` that held ``service`` out (its last weights), named
+    recipe-network-seed. A run still training has a last.safetensors too: it is left out."""
+    from loso import finished
+
     methods = []
-    for ckpt in sorted(runs.glob(f"*-no{service}/last.safetensors")):
+    for ckpt in sorted(runs.glob(f"{only}-no{service}/last.safetensors")):
+        if not finished(ckpt.parent, iterations):
+            continue
         method = resolve("model", str(ckpt), precision=precision, lead_smoothing=0)
         method.name = ckpt.parent.name.rsplit("-no", 1)[0]
         methods.append(method)
@@ -71,7 +76,10 @@ def by_service(args) -> int:
     files = [str(Path(args.radar_dir) / f) for f in SERVICES[service]]
     warnings.simplefilter("ignore", NowcastWarning)
     seqs = [(Path(f).parent.name if "*" in f else Path(f).name, open_radar(f)) for f in files]
-    methods = service_methods(Path(args.runs), service, args.precision)
+    methods = service_methods(Path(args.runs), service, args.precision, args.only, args.iterations)
+    if not methods:
+        print(f"{args.runs}: no finished run matching {args.only!r} held {service} out", file=sys.stderr)
+        return 2
     methods += resolve_all(comparison_specs([], args.baseline or ["extrapolation"]), precision=args.precision)
     start = time.time()
     result = evaluate(seqs, methods, stride=args.stride or SERVICE_STRIDE[service])
@@ -151,7 +159,39 @@ def summarize(paths: list[Path]) -> int:
           "lead mean) at least extrapolation's; then the highest mean over services of (CSI30 + CSI40) / 2")
     for family, (ok, score, n) in sorted(verdicts.items(), key=lambda kv: -kv[1][1]):
         print(f"  {family:<20} services {n}  admissible {'yes' if ok and n == 3 else 'no '}  mean CSI {score:.4f}")
+    print_ablation(rows)
     return 0
+
+
+def seed_scores(rows: list[dict]) -> dict:
+    """{(recipe, network): {seed: mean over its held-out services of (CSI30 + CSI40) / 2}}, for runs scored on
+    all three services."""
+    per_run: dict = {}
+    for r in rows:
+        if r["method"] != "extrapolation":
+            per_run.setdefault(r["method"], []).append((r["csi30"] + r["csi40"]) / 2)
+    out: dict = {}
+    for name, values in per_run.items():
+        recipe, net, seed = name.rsplit("-", 2)
+        if len(values) == 3:
+            out.setdefault((recipe, net), {})[seed] = float(np.mean(values))
+    return out
+
+
+def print_ablation(rows: list[dict]) -> None:
+    """Rule 4: MotionRNN against its PredRNN ablation under each recipe, seed by seed."""
+    scores = seed_scores(rows)
+    for recipe in sorted({k[0] for k in scores}):
+        pair = [scores.get((recipe, net), {}) for net in ("motionrnn", "predrnn")]
+        if not all(pair):
+            continue
+        seeds = sorted(set(pair[0]) & set(pair[1]))
+        diffs = [pair[0][s] - pair[1][s] for s in seeds]
+        print(f"\n{recipe}: MotionRNN minus PredRNN ablation, mean over services of (CSI30 + CSI40) / 2, per seed: "
+              + " ".join(f"{s} {d:+.4f}" for s, d in zip(seeds, diffs))
+              + f"; mean {np.mean(diffs):+.4f} +- {np.std(diffs):.4f} (MotionRNN "
+              f"{np.mean([pair[0][s] for s in seeds]):.4f} +- {np.std([pair[0][s] for s in seeds]):.4f}, PredRNN "
+              f"{np.mean([pair[1][s] for s in seeds]):.4f} +- {np.std([pair[1][s] for s in seeds]):.4f})")
 
 
 def per_lead_lines(result, thresholds=("30", "40")) -> list[str]:
@@ -197,6 +237,8 @@ def main(argv=None) -> int:
     ap.add_argument("--by-service", action="store_true", help="the leave-one-service-out protocol (see above)")
     ap.add_argument("--service", choices=sorted(SERVICE_STRIDE), help="--by-service: the held-out service")
     ap.add_argument("--runs", type=Path, default=Path("runs/loso"), help="--by-service: benchmarks/loso.py's runs")
+    ap.add_argument("--only", default="*", help="--by-service: runs whose name matches this glob, e.g. '*-s0'")
+    ap.add_argument("--iterations", type=int, default=150, help="--by-service: a run is finished at this iteration")
     ap.add_argument("--summarize", nargs="+", type=Path, help="summarise --by-service JSON files")
     args = ap.parse_args(argv)
     if args.summarize:
