@@ -76,6 +76,27 @@ def save_checkpoint(path, model: torch.nn.Module, config: ModelConfig, meta: dic
     return path
 
 
+def rewrite_settings(src, dst, config_changes: dict | None = None, meta_changes: dict | None = None) -> Path:
+    """Copy checkpoint ``src`` to ``dst`` with some of its ModelConfig and meta changed and its weights untouched
+    (e.g. an inference-time growth cap on trained weights). The new config is validated; the weights must
+    still fit the network it builds. Atomic; ``dst`` may be ``src``."""
+    from safetensors.torch import save_file
+
+    tensors, config, meta = read_checkpoint(src)
+    try:
+        config = ModelConfig.from_dict({**config.to_dict(), **(config_changes or {})})
+    except NowcastError as exc:
+        raise NowcastError(str(exc), src) from None
+    except (TypeError, ValueError) as exc:
+        raise NowcastError(f"bad model settings ({exc})", src) from None
+    _check_weights(build_model(config), tensors, Path(src))
+    header = {"nowcast.format": FORMAT, "nowcast.config": json.dumps(config.to_dict(), sort_keys=True),
+              "nowcast.meta": json.dumps({**meta, **(meta_changes or {})}, sort_keys=True, default=str)}
+    with atomic_output(Path(dst)) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    return Path(dst)
+
+
 # the checkpoints a training run writes in its folder (nowcast.train.trainer), the preferred one first
 RUN_CHECKPOINTS = ("best", "last")
 

@@ -170,3 +170,25 @@ def test_shipped_models_load_and_match_their_recorded_sha256():
         model, info = load_model(name.removesuffix(".safetensors"))
         assert info["sha256"] == hashlib.sha256((models_dir() / name).read_bytes()).hexdigest()
         assert (models_dir() / name).stat().st_size < 5_000_000
+
+
+def test_rewrite_settings_keeps_weights_and_applies_the_cap(tiny_ckpt, tmp_path):
+    from nowcast.checkpoint import rewrite_settings
+
+    path, model, cfg = tiny_ckpt
+    capped = rewrite_settings(path, tmp_path / "capped.safetensors", {"growth_cap_dbz": 3.0, "growth_cap_radius": 2},
+                              {"note": "cap added after training"})
+    before, after = read_checkpoint(path), read_checkpoint(capped)
+    assert before[0].keys() == after[0].keys() and all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    assert after[1].growth_cap_dbz == 3.0 and after[1].growth_cap_radius == 2
+    assert after[2]["note"] == "cap added after training" and after[2]["training_data"]["sequences"] == 3
+    loaded = load_model(capped).model
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        out = loaded(x, 4)
+    # the bound: no output above the last input's maximum over a 5x5 square plus 3 dB ([0, 1] covers 80 dB)
+    bound = torch.nn.functional.max_pool2d(x[:, -1:], 5, stride=1, padding=2) + 3.0 / 80
+    assert (out <= bound + 1e-6).all()
+    with pytest.raises(NowcastError, match="growth_cap_radius"):
+        rewrite_settings(path, tmp_path / "bad.safetensors", {"growth_cap_radius": -1})
+    assert not (tmp_path / "bad.safetensors").exists()
