@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .. import __version__
+from ..version import __version__
 from ..errors import NowcastError, NowcastNote, NowcastWarning
 
 COMMAND_WORDS = ("nowcast ", "torchrun ", "python ")
