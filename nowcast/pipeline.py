@@ -20,7 +20,9 @@ import xarray as xr
 from .errors import NowcastError
 from .forecast_file import forecast_dataarray, output_units as parse_output_units, to_cf_dataset
 from .forecast_method import ForecastMethod
-from .methods import postprocessing_of, resolve
+from .matched import postprocessing_of
+from .methods import resolve
+from .options import ModelOptions
 from .radar import last_regular_frames, open_radar, time_step
 from .timeaxis import minutes
 
@@ -118,7 +120,8 @@ def predict(source, *, method: str | None = None, model: str | None = None, lead
     """
     check_leads(leads)  # refused before anything is loaded or read
     parse_output_units(output_units)
-    fc_method = resolve(method, model, device=device, precision=precision, prob_match=prob_match,
-                        tile_size=tile_size, lead_smoothing=lead_smoothing)
+    options = ModelOptions(device=device, precision=precision, tile_size=tile_size, lead_smoothing=lead_smoothing,
+                           prob_match=prob_match)
+    fc_method = resolve(method, model, options)
     seq = read_source(source, reading)
     return run(seq, fc_method, leads, output_units, source_label(source)).dataset

@@ -67,16 +67,18 @@ def predict(
     """
     from ..forecast_file import output_units as parse_output_units
     from ..methods import check_spec, resolve
+    from ..options import ModelOptions
 
     _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite)
-    check_spec(method, model, precision, prob_match, tile_size, lead_smoothing)
+    options = ModelOptions(device=device, precision=precision, tile_size=tile_size, lead_smoothing=lead_smoothing,
+                           prob_match=prob_match)
+    check_spec(method, model, options)
     if output_units is not None:
         parse_output_units(output_units)
     seq = reading.open(inputs)
     label = input_label(inputs)
     observed = _truth_at(truth, _forecast_times(seq, leads, label), reading) if truth else None
-    fc_method = resolve(method, model, device=device, precision=precision, prob_match=prob_match,
-                        tile_size=tile_size, lead_smoothing=lead_smoothing)
+    fc_method = resolve(method, model, options)
     result = _forecast(seq, fc_method, leads, output_units, label)
     _write(result, output, overwrite)
     _draw(result, observed, plot, animate, overwrite)
