@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import NowcastError
+from .options import OptionError
 
 
 def check_output_path(path, overwrite: bool = False) -> Path:
@@ -21,7 +22,7 @@ def check_output_path(path, overwrite: bool = False) -> Path:
     if not parent.is_dir():
         raise NowcastError(f"output folder {parent} does not exist", path)
     if path.exists() and not overwrite:
-        raise NowcastError("output file exists already (use --overwrite to replace it)", path)
+        raise OptionError("output file exists already (use {overwrite} to replace it)", "overwrite", path=path)
     if path.is_dir():
         raise NowcastError("output path is a folder", path)
     return path

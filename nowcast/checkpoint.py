@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 
-import nowcast
-
 from .atomic import atomic_output
 from .errors import NowcastError
 from .nn import ModelConfig, build_model
 from .runtime import resolve_device
+from .version import __version__
 
 FORMAT = "nowcast-model/1"
 DEFAULT_MODEL_NAME = "motionrnn-lagrangian-radar"
@@ -37,7 +36,7 @@ def models_dir() -> Path:
     env = os.environ.get("NOWCAST_MODELS_DIR")
     if env:
         return Path(env)
-    source = Path(nowcast.__file__).resolve().parent.parent / "models"
+    source = Path(__file__).resolve().parent.parent / "models"
     if (source / "SHA256SUMS").is_file():
         return source
     installed = Path(sys.prefix) / "share" / "nowcast" / "models"
@@ -60,7 +59,7 @@ def save_checkpoint(path, model: torch.nn.Module, config: ModelConfig, meta: dic
         "normalisation": NORMALISATION,
         "input_frames": config.input_frames,
         "output_frames": config.output_frames,
-        "nowcast_version": nowcast.__version__,
+        "nowcast_version": __version__,
         "training_data": None,
     }
     full_meta.update(meta or {})

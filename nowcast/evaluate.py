@@ -34,7 +34,8 @@ import numpy as np
 from . import strict_json
 from .errors import MissingDependencyError, NowcastError
 from .invented import InventedEcho, InventedEchoAccumulator, advected_last_input, pixel_km_of, source_support
-from .methods import MODEL, for_models, precision_for, resolve
+from .methods import MODEL, options_for, resolve
+from .options import ModelOptions
 from .verify import (DEFAULT_THRESHOLDS, Coverage, CoverageAccumulator, ScoreAccumulator, Scores,
                      no_echo_where_missing, normalize_thresholds)
 from .windows import WindowSet, iter_windows
@@ -128,32 +129,26 @@ class MethodSpec:
 
     spec: str | None = None
     model: str | None = None
-    device: str = "auto"
-    precision: str = "fp32"
-    prob_match: bool = False
+    options: ModelOptions = ModelOptions()
     name: str | None = None
-    lead_smoothing: float | None = None
 
     def build(self):
-        method = resolve(self.spec, self.model, device=self.device, precision=self.precision,
-                         prob_match=self.prob_match, lead_smoothing=self.lead_smoothing)
+        method = resolve(self.spec, self.model, self.options)
         if self.name is not None:
             method.name = self.name
         return method
 
     @classmethod
-    def recipes(cls, specs, built, *, device: str = "auto", precision: str = "fp32",
-                prob_match: bool = False, lead_smoothing: float | None = None) -> list["MethodSpec"]:
-        """The methods that ``methods.resolve_all(specs, ...)`` built here, as recipes for workers, under the
+    def recipes(cls, specs, built, options: ModelOptions | None = None) -> list["MethodSpec"]:
+        """The methods that ``methods.resolve_all(specs, options)`` built here, as recipes for workers, under the
         names they have here (a checkpoint file by its absolute path: workers may run elsewhere)."""
+        options = options if options is not None else ModelOptions()
         models_asked = any(spec == MODEL for spec, _ in specs)
         recipes = []
         for (spec, model), method in zip(specs, built):
             if model is not None and Path(model).exists():  # a checkpoint or a run folder
                 model = str(Path(model).resolve())
-            recipes.append(cls(spec, model, device=device, precision=precision_for(spec, precision, models_asked),
-                               prob_match=prob_match, name=method.name,
-                               lead_smoothing=for_models(spec, lead_smoothing, models_asked)))
+            recipes.append(cls(spec, model, options_for(spec, options, models_asked), name=method.name))
         return recipes
 
 

@@ -8,18 +8,11 @@ import torch
 from . import postprocess, tiling
 from .checkpoint import load_model
 from .errors import NowcastError
-from .forecast_method import ForecastMethod, as_batch
+from .forecast_method import ForecastMethod
 from .motion import estimate_motion
-from .runtime import autocast, autocast_dtype, normalize_precision, resolve_device
+from .options import ModelOptions, check_pixels, check_smoothing
+from .runtime import autocast, autocast_dtype, resolve_device
 from .units import dbz_to_unit, unit_to_dbz
-
-
-def _check_tiling(value, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise NowcastError(f"{what} must be a whole number of pixels, 0 or more, got {value!r}")
-    return int(value)
 
 
 def name_clashing_models(forecasters, sources) -> None:
@@ -59,20 +52,26 @@ class ModelForecaster(ForecastMethod):
         self.config = info["config"]
         self.name = info.get("name", "model")
         self.input_frames = int(self.config.input_frames)
+        # the one check of the options (ModelOptions); tile_halo, an expert's knob, by the same rule
+        options = ModelOptions(precision=precision, tile_size=tile_size, lead_smoothing=lead_smoothing)
         self.device = next(model.parameters()).device if device is None else resolve_device(device)
-        self.precision = normalize_precision(precision)
+        self.precision = options.precision
         autocast_dtype(self.precision, self.device)  # refuses fp16 on a CPU now, not at the first forecast
         self.model = model.to(self.device).eval()
         self.batch_size = int(batch_size)
-        self.tile_size = _check_tiling(tile_size, "tile_size")
-        self.tile_halo = _check_tiling(tile_halo, "tile_halo")
-        if lead_smoothing is None:  # the checkpoint's own recipe
-            lead_smoothing = postprocess.smoothing_width((info.get("meta") or {}).get("lead_smoothing_px", 0.0),
-                                                         info.get("path"))
-        self.lead_smoothing = postprocess.smoothing_width(lead_smoothing)
-        self._capture = None
-        # radar pixels per encoded-grid pixel of the motion offsets (patch size x encoder stride)
-        self.motion_scale = int(self.config.patch_size) * 2
+        self.tile_size = options.tile_size
+        self.tile_halo = check_pixels(tile_halo, "tile_halo")
+        if options.lead_smoothing is None:  # the checkpoint's own recipe
+            self.lead_smoothing = check_smoothing((info.get("meta") or {}).get("lead_smoothing_px", 0.0),
+                                                  info.get("path") or "the model's checkpoint")
+        else:
+            self.lead_smoothing = options.lead_smoothing
+
+    @classmethod
+    def from_options(cls, name_or_path, options: ModelOptions) -> "ModelForecaster":
+        """A checkpoint run as ``options`` say (its device, precision, tiles and lead smoothing)."""
+        return cls.from_checkpoint(name_or_path, device=options.device, precision=options.precision,
+                                   tile_size=options.tile_size, lead_smoothing=options.lead_smoothing)
 
     @classmethod
     def from_checkpoint(cls, name_or_path, device="auto", **kwargs) -> "ModelForecaster":
@@ -122,26 +121,34 @@ class ModelForecaster(ForecastMethod):
             return self._network(xb, n_out), None
         return self.model.around_network(xb, vb, n_out, lambda lagrangian: self._network(lagrangian, n_out))
 
-    def _run_capturing(self, xb: torch.Tensor, vb: torch.Tensor | None, n_out: int):
-        """As _run on the whole grid, keeping the MotionGRU states (predict_with_motion)."""
-        states = []
+    def _capturing(self, captured: list):
+        """A runner like _run on the whole grid that also appends each batch's MotionGRU states (numpy) to
+        ``captured`` (predict_with_motion)."""
 
-        def network(frames):
-            res, motion = self.model(frames, n_out, return_motion=True)
-            states.append(motion)
-            return res
+        def run(xb: torch.Tensor, vb: torch.Tensor | None, n_out: int):
+            states = []
 
-        out, ok = (network(xb), None) if vb is None else self.model.around_network(xb, vb, n_out, network)
-        captured = {k: v.float().cpu().numpy() for k, v in states[0].items()}
-        if vb is not None:
-            captured["flow"] = vb.cpu().numpy()
-        self._capture.append(captured)
-        return out, ok
+            def network(frames):
+                res, motion = self.model(frames, n_out, return_motion=True)
+                states.append(motion)
+                return res
+
+            out, ok = (network(xb), None) if vb is None else self.model.around_network(xb, vb, n_out, network)
+            kept = {k: v.float().cpu().numpy() for k, v in states[0].items()}
+            if vb is not None:
+                kept["flow"] = vb.cpu().numpy()
+            captured.append(kept)
+            return out, ok
+
+        return run
 
     def _forecast_batch(self, batch: np.ndarray, n_out: int) -> np.ndarray:
+        return self._forecast_with(self._run, batch, n_out)
+
+    def _forecast_with(self, run, batch: np.ndarray, n_out: int) -> np.ndarray:
+        """(B, n_out, H, W) dBZ from ``run`` (xb, vb, n_out) -> (forecast on [0, 1], where it has a source)."""
         x = dbz_to_unit(batch[:, -self.input_frames :])
         velocity = np.stack([self.motion_field(b) for b in batch]) if self.lagrangian else None
-        run = self._run if self._capture is None else self._run_capturing
         outs, valid = [], []
         with torch.inference_mode(), autocast(self.precision, self.device):
             for i in range(0, x.shape[0], self.batch_size):
@@ -172,13 +179,10 @@ class ModelForecaster(ForecastMethod):
         motion: {"trend", "filter", "transient"} each (B, steps, n_gru, 18, h, w), without B for a
         single (T, H, W) input; layout and sign convention as documented in ``nowcast.nn.MotionRNN``.
         """
-        _, single = as_batch(inputs)
-        self._capture = []
-        try:
-            out = self(inputs, n_out)
-            captured = self._capture
-        finally:
-            self._capture = None
+        batch, single = self._checked(inputs)
+        captured: list = []
+        out = self._finish(self._forecast_with(self._capturing(captured), batch, int(n_out)), batch)
+        out = out[0] if single else out
         keys = ("trend", "filter", "transient") + (("flow",) if self.lagrangian else ())
         motion = {k: np.concatenate([c[k] for c in captured], 0) for k in keys}
         if single:

@@ -13,7 +13,7 @@ import datetime as _dt
 import numpy as np
 import xarray as xr
 
-from . import __version__
+from .version import __version__
 from . import units as U
 from .errors import NowcastError
 from .geo import latlon
@@ -39,15 +39,16 @@ def output_units(text: str | None, inputs: xr.DataArray | None = None) -> str:
     raise NowcastError(f"output units {text!r} are not understood; choose dBZ or mm/h")
 
 
-def forecast_dataarray(values, inputs: xr.DataArray, method: str) -> xr.DataArray:
-    """Wrap forecast frames (n, H, W) in dBZ with the input's grid and future times.
+def forecast_times(inputs: xr.DataArray, leads: int) -> np.ndarray:
+    """The valid times of leads 1..leads after a sequence: lead k at its last time + k x its regular step."""
+    return inputs["time"].values[-1] + time_step(inputs) * np.arange(1, leads + 1)
 
-    Lead k (1-based) is valid at last observed time + k x step.
-    """
+
+def forecast_dataarray(values, inputs: xr.DataArray, method: str) -> xr.DataArray:
+    """Wrap forecast frames (n, H, W) in dBZ with the input's grid and future times (``forecast_times``)."""
     values = np.asarray(values, dtype=np.float32)
-    step = time_step(inputs)
     reference = inputs["time"].values[-1]
-    times = reference + step * np.arange(1, values.shape[0] + 1)
+    times = forecast_times(inputs, values.shape[0])
     out = xr.DataArray(values, dims=("time", "y", "x"), name="reflectivity")
     out = out.assign_coords(time=("time", times))
     for c in ("y", "x", "crs"):

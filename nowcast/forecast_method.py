@@ -38,6 +38,13 @@ class ForecastMethod:
     min_grid = 1  # the smallest grid side (pixels) the method can forecast on
 
     def __call__(self, inputs, n_out: int = 10) -> np.ndarray:
+        batch, single = self._checked(inputs)
+        out = self._finish(self._forecast_batch(batch, int(n_out)), batch)
+        return out[0] if single else out
+
+    def _checked(self, inputs) -> tuple[np.ndarray, bool]:
+        """The inputs as a (B, T, H, W) float32 batch (and whether one sequence was given), checked against what
+        the method needs."""
         batch, single = as_batch(inputs)
         if batch.shape[1] < self.input_frames:
             raise NowcastError(
@@ -49,11 +56,14 @@ class ForecastMethod:
                 f"a grid of {h}x{w} pixels is too small for {self.name} (needs at least "
                 f"{self.min_grid}x{self.min_grid})"
             )
-        out = self._forecast_batch(batch, int(n_out)).astype(np.float32)
-        out = apply_floor(out)
+        return batch, single
+
+    def _finish(self, out: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        """The contract's end of a forecast: float32, floored, no data where the last input has none, then the
+        method's own post-processing."""
+        out = apply_floor(out.astype(np.float32))
         out[np.broadcast_to(nodata_mask(batch)[:, None], out.shape)] = np.nan
-        out = self._postprocess(out)
-        return out[0] if single else out
+        return self._postprocess(out)
 
     def _forecast_batch(self, batch: np.ndarray, n_out: int) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .errors import NowcastError
 from .units import DBZ_FLOOR, apply_floor
 
 
@@ -79,15 +78,6 @@ def _smooth_linear(z: np.ndarray, sigma: float) -> np.ndarray:
     total = ndimage.gaussian_filter(np.where(valid, z, 0.0), sigma, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(valid, total / weight, np.nan)
-
-
-def smoothing_width(value, source=None) -> float:
-    """A lead-smoothing width asked for by a user or a checkpoint (pixels of sigma per lead) as a float >= 0;
-    anything else is a NowcastError naming ``source`` (a file) when given."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value) or value < 0:
-        raise NowcastError(f"lead smoothing must be a number of pixels, 0 or more, got {value!r}", source)
-    return float(value)
 
 
 def lead_smoothing(forecast, sigma_per_lead: float = 1.0) -> np.ndarray:

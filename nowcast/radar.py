@@ -25,6 +25,7 @@ import xarray as xr
 from . import archive, formats, timeaxis
 from . import units as U
 from .errors import NowcastError, NowcastNote, NowcastWarning
+from .options import OptionError
 from .timeaxis import regular_step
 
 # Hard limits beyond which values cannot be weather: refuse rather than forecast garbage.
@@ -78,7 +79,7 @@ def parse_units(text: str) -> UnitRule | None:
 def _user_unit_rule(units: str) -> UnitRule:
     rule = parse_units(units)
     if rule is None:
-        raise NowcastError(f"--units {units!r} is not understood; use one of {', '.join(UNIT_CHOICES)}")
+        raise OptionError(f"{{units}} {units!r} is not understood; use one of {', '.join(UNIT_CHOICES)}", "units")
     return rule
 
 
@@ -221,18 +222,17 @@ def _picks(da: xr.DataArray, name: str, path: Path, skip: tuple, select: dict | 
         if select and d in select:
             idx = select[d]
             if not 0 <= idx < da.sizes[d]:
-                raise NowcastError(f"--select {d}={idx} is outside 0..{da.sizes[d] - 1}", path)
+                raise OptionError(f"{{select}} {d}={idx} is outside 0..{da.sizes[d] - 1}", "select", path=path)
             picks.append((d, int(idx), None))
         elif da.sizes[d] == 1:
             picks.append((d, 0, None))
         elif reduce in ("max", "mean"):
             picks.append((d, None, reduce))
         else:
-            raise NowcastError(
+            raise OptionError(
                 f"variable {name!r} has an extra dimension {d!r} of size {da.sizes[d]}; "
-                f"pick a level with --select {d}=INDEX or combine with --reduce max|mean",
-                path,
-            )
+                f"pick a level with {{select}} {d}=INDEX or combine with {{reduce}} max|mean", "select", "reduce",
+                path=path)
     return tuple(picks)
 
 
@@ -471,20 +471,16 @@ def _unit_rule(units: str | None, first: _Frames, values: np.ndarray) -> UnitRul
     if raw_units is not None:
         rule = parse_units(raw_units)
         if rule is None:
-            raise NowcastError(
+            raise OptionError(
                 f"units {raw_units!r} of the data variable are not understood; declare them with "
-                f"--units ({' | '.join(UNIT_CHOICES)})",
-                first.path,
-            )
+                f"{{units}} ({' | '.join(UNIT_CHOICES)})", "units", path=first.path)
         return rule
     finite = values[np.isfinite(values)]
     is_pixels = first.raw_integer and finite.size and finite.min() >= 0 and finite.max() <= 255
     if not is_pixels:
-        raise NowcastError(
+        raise OptionError(
             "the data variable has no units attribute; declare them with "
-            f"--units ({' | '.join(UNIT_CHOICES)})",
-            first.path,
-        )
+            f"{{units}} ({' | '.join(UNIT_CHOICES)})", "units", path=first.path)
     return UnitRule("pixels", label="8-bit pixels (no units attribute, integers 0-255)")
 
 

@@ -1,6 +1,7 @@
 """Where and in what arithmetic the networks run: the device, and mixed precision with one vocabulary.
 
-Precision names (the same for training and forecasting):
+Precision names (the same for training and forecasting; the vocabulary lives in ``nowcast.options``, which needs
+no torch):
 
 - ``fp32``: full precision (``off``, ``float32`` and ``none`` mean the same).
 - ``bf16``: autocast to bfloat16; on a GPU that has it and on a CPU (fast where the CPU has AVX512-BF16
@@ -15,10 +16,7 @@ import contextlib
 
 import torch
 
-from .errors import NowcastError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_ALIASES = {"off": "fp32", "float32": "fp32", "none": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+from .options import PRECISIONS, OptionError, normalize_precision  # noqa: F401  (the vocabulary, re-exported)
 
 
 def resolve_device(device="auto") -> torch.device:
@@ -28,19 +26,10 @@ def resolve_device(device="auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise NowcastError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+        raise OptionError(f"unknown {{device}} {device!r}; use auto, cpu or cuda", "device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NowcastError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+        raise OptionError(f"{{device}} {device!r} asked for, but torch sees no CUDA GPU", "device")
     return dev
-
-
-def normalize_precision(precision) -> str:
-    """The canonical name (auto | fp32 | bf16 | fp16) of a precision setting; NowcastError otherwise."""
-    text = "fp32" if precision is None else str(getattr(precision, "value", precision)).strip().lower()
-    text = _ALIASES.get(text, text)
-    if text not in PRECISIONS:
-        raise NowcastError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
-    return text
 
 
 def autocast_dtype(precision, device) -> torch.dtype | None:
@@ -54,7 +43,7 @@ def autocast_dtype(precision, device) -> torch.dtype | None:
             return None  # bf16 on CPU is opt-in: it changes the numbers, and old CPUs emulate it slowly
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if name == "fp16" and dev.type != "cuda":
-        raise NowcastError("precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
+        raise OptionError("{precision} fp16 needs a CUDA GPU; on a CPU use bf16 or fp32", "precision")
     return torch.bfloat16 if name == "bf16" else torch.float16
 
 

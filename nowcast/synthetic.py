@@ -33,7 +33,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from . import __version__
+from .version import __version__
 from .errors import NowcastError
 from .netcdf import minutes_since, packed_dbz, write_dataset
 from .units import DBZ_CEIL, DBZ_FLOOR

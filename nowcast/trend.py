@@ -36,7 +36,6 @@ FIELD_NAMES = {
     "filter": "motion filter F = F' + D",
     "transient": "transient variation F'",
 }
-ENCODER_STRIDE = 2  # the MotionGRU encoder's stride (nowcast.nn.motiongru.MotionGRU.enc)
 VECTOR_UNITS = "grid cells per time step"
 _METRIC_UNITS = {"m": 1.0, "metre": 1.0, "meter": 1.0, "metres": 1.0, "meters": 1.0,
                  "km": 1000.0, "kilometre": 1000.0, "kilometer": 1000.0, "kilometres": 1000.0, "kilometers": 1000.0}
@@ -46,7 +45,7 @@ _METRIC_UNITS = {"m": 1.0, "metre": 1.0, "meter": 1.0, "metres": 1.0, "meters": 
 # pure conversion
 
 
-def motion_to_vectors(motion, patch: int, stride: int = ENCODER_STRIDE, height: int | None = None,
+def motion_to_vectors(motion, patch: int, stride: int, height: int | None = None,
                       width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-tap offsets (18, h, w) -> (d_col, d_row), the content displacement in input pixels per step.
 
@@ -175,13 +174,13 @@ def trend_vectors(forecaster, inputs, layer: int = 1, step=None, field: str = "t
     # the rollout only has to reach the step asked for (the states are causal)
     n_out = max(1, step_n - T + 1)
     _, motion = forecaster.predict_with_motion(values, n_out)
-    patch = int(cfg.patch_size)
-    cell = patch * ENCODER_STRIDE
+    patch, stride = int(cfg.patch_size), int(cfg.encoder_stride)
+    cell = patch * stride
     outside = _block_all_nan(values[-1], cell)
 
     def vectors(name):
         arr = motion[name][step_n - 1, layer - 1]
-        d_col, d_row = motion_to_vectors(arr, patch, ENCODER_STRIDE, H, W)
+        d_col, d_row = motion_to_vectors(arr, patch, stride, H, W)
         d_col[outside] = np.nan
         d_row[outside] = np.nan
         return d_col, d_row

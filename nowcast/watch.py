@@ -44,6 +44,7 @@ import xarray as xr
 
 from .atomic import atomic_output
 from .errors import NowcastError, NowcastWarning
+from .options import OptionError
 from .units import DBZ_FLOOR
 
 LATEST = "latest.nc"
@@ -264,7 +265,7 @@ def reuse_flow(method, flow: PairwiseFlow | None = None) -> bool:
 
     Only this method object changes; True when it uses optical flow this way (other methods are left as they are).
     """
-    from .methods import Extrapolation
+    from .baselines.extrapolation import Extrapolation
 
     flow = PairwiseFlow() if flow is None else flow
     inner = getattr(method, "inner", method)  # through a probability-matching wrapper
@@ -365,7 +366,7 @@ class Watcher:
         if not self.in_dir.is_dir():
             raise NowcastError("input folder not found", self.in_dir)
         if keep is not None and keep < 1:
-            raise NowcastError(f"--keep {keep}: keep at least 1 forecast")
+            raise OptionError(f"{{keep}} {keep}: keep at least 1 forecast", "keep")
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -499,7 +500,7 @@ class Watcher:
     def _write(self, forecast, past, path: Path, units: str) -> None:
         """The forecast file (and its picture), then latest.nc: each atomically, latest last."""
         from .forecast_file import write_forecast
-        from .methods import postprocessing_of
+        from .matched import postprocessing_of
 
         try:
             write_forecast(forecast, path, method=self.method.name, inputs=past, overwrite=True, units=units,

@@ -177,17 +177,17 @@ def test_missing_input_with_brackets_is_named(tmp_path):
 
 
 def test_brackets_in_error_messages_survive(monkeypatch, capsys, tmp_path):
-    """An install hint such as nowcast[pysteps] is printed as written, not eaten as rich markup."""
+    """An install hint such as nowcast[cluster] is printed as written, not eaten as rich markup."""
     import nowcast.methods
 
     def missing(*args, **kwargs):
-        raise MissingDependencyError("needs pysteps: pip install 'nowcast[pysteps]'")
+        raise MissingDependencyError("needs dask: pip install 'nowcast[cluster]'")
 
     monkeypatch.setattr(nowcast.methods, "resolve", missing)
     write_nc(tmp_path / "radar.nc", storm(n=8))
     code = main(["predict", str(tmp_path / "radar.nc"), "-o", str(tmp_path / "fc.nc")])
     assert code == 2
-    assert "pip install 'nowcast[pysteps]'" in capsys.readouterr().err
+    assert "pip install 'nowcast[cluster]'" in capsys.readouterr().err
 
 
 def test_rain_rate_input_gives_a_rain_rate_forecast_unless_told(tmp_path):

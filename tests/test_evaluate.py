@@ -12,7 +12,7 @@ import xarray as xr
 from nowcast.errors import NowcastError
 from nowcast.cli.tables import score_table
 from nowcast.evaluate import evaluate, to_json
-from nowcast.methods import Persistence
+from nowcast.baselines.persistence import Persistence
 
 T0 = np.datetime64("2024-05-01T12:00", "ns")
 
@@ -49,7 +49,7 @@ class Shifted:
 def test_extrapolation_beats_persistence_on_moving_blob():
     pytest.importorskip("pysteps")
     pytest.importorskip("cv2")
-    from nowcast.methods import Extrapolation
+    from nowcast.baselines.extrapolation import Extrapolation
 
     calls = []
     result = evaluate([("blob", moving_blob())], [Persistence(), Extrapolation()], stride=2,

@@ -75,7 +75,6 @@ def test_predict_with_motion(ckpt):
     assert set(motion) == {"trend", "filter", "transient"}
     out_b, motion_b = fc.predict_with_motion(x[None], 4)
     assert motion_b["filter"].shape == (1, 6, 1, 18, 4, 5)
-    assert fc.motion_scale == 4
 
 
 def test_bf16_runs(ckpt):

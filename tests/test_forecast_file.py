@@ -5,7 +5,7 @@ from radar_files import storm, write_nc
 
 from nowcast.errors import NowcastError
 from nowcast.forecast_file import forecast_dataarray, write_forecast
-from nowcast.methods import Persistence
+from nowcast.baselines.persistence import Persistence
 from nowcast.radar import open_radar
 
 

@@ -278,7 +278,7 @@ def test_format_detected_by_content_not_name(tmp_path):
     (tmp_path / "image.gif").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     with pytest.raises(NowcastError, match="image.gif.*looks like a PNG image"):
         open_radar(tmp_path / "image.gif")
-    with pytest.raises(NowcastError, match="--format 'grib' is not a format"):
+    with pytest.raises(NowcastError, match="^format 'grib' is not a format"):
         open_radar(odim, format="grib")
 
 

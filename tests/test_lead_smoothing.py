@@ -14,6 +14,7 @@ from nowcast.errors import NowcastError
 from nowcast.evaluate import MethodSpec
 from nowcast.forecast import ModelForecaster
 from nowcast.methods import check_spec, check_specs, resolve
+from nowcast.options import ModelOptions
 from nowcast.nn import ModelConfig, build_model
 from nowcast.postprocess import lead_smoothing
 
@@ -95,15 +96,15 @@ def test_a_bad_width_in_a_checkpoint_names_the_file(checkpoint):
 def test_the_option_is_for_models_only(checkpoint):
     path = str(checkpoint({}))
     check_spec("model", path, lead_smoothing=0.5)
-    with pytest.raises(NowcastError, match="--lead-smoothing applies to models only, not to the extrapolation"):
+    with pytest.raises(NowcastError, match="^lead_smoothing applies to models only, not to the extrapolation"):
         check_spec("extrapolation", None, lead_smoothing=0.5)
     with pytest.raises(NowcastError, match="0 or more"):
         check_spec("model", path, lead_smoothing=-1.0)
     # beside a model, baselines are left alone: the set is accepted and only the model is smoothed
     specs = [("model", path), ("persistence", None)]
     check_specs(specs, lead_smoothing=0.5)
-    recipes = MethodSpec.recipes(specs, [resolve(*specs[0]), resolve(*specs[1])], lead_smoothing=0.5)
-    assert [r.lead_smoothing for r in recipes] == [0.5, None]
+    recipes = MethodSpec.recipes(specs, [resolve(*specs[0]), resolve(*specs[1])], ModelOptions(lead_smoothing=0.5))
+    assert [r.options.lead_smoothing for r in recipes] == [0.5, None]
     assert recipes[0].build().lead_smoothing == 0.5
 
 
@@ -153,7 +154,7 @@ def test_cli_option_reaches_the_forecast(tmp_path, checkpoint, capsys):
 
 
 def test_postprocessing_is_described(checkpoint):
-    from nowcast.methods import postprocessing_of
+    from nowcast.matched import postprocessing_of
 
     path = str(checkpoint({"lead_smoothing_px": 0.5}))
     assert postprocessing_of(resolve("persistence")) == "none"

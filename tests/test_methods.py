@@ -12,19 +12,19 @@ import nowcast.forecast
 import nowcast.methods as methods
 from nowcast.checkpoint import DEFAULT_MODEL_NAME, save_checkpoint
 from nowcast.errors import NowcastError, NowcastWarning
+from nowcast.baselines.anvil import Anvil
+from nowcast.baselines.extrapolation import Extrapolation, SmoothedExtrapolation
+from nowcast.baselines.persistence import Persistence
+from nowcast.matched import ProbabilityMatched
 from nowcast.methods import (
     BUILTIN_METHODS,
-    Anvil,
-    Extrapolation,
-    Persistence,
-    ProbabilityMatched,
-    SmoothedExtrapolation,
     check_spec,
     default_spec,
     get_method,
     method_names,
     resolve,
 )
+from nowcast.options import ModelOptions, OptionError
 from nowcast.units import DBZ_FLOOR
 
 TINY = dict(num_layers=2, hidden=8, kernel_size=3, patch_size=2, input_frames=3, output_frames=4)
@@ -107,13 +107,13 @@ def test_unknown_method_lists_the_choices(no_model_loading):
 @pytest.mark.parametrize("name", list(BUILTIN_METHODS))
 def test_baseline_with_a_model_is_refused(name, tmp_path, no_model_loading):
     ckpt = _tiny_checkpoint(tmp_path / "m.safetensors")
-    with pytest.raises(NowcastError, match=f"--method {name} does not use --model .*m.safetensors"):
+    with pytest.raises(NowcastError, match=f"method {name} does not use model .*m.safetensors"):
         resolve(name, str(ckpt))
 
 
 @pytest.mark.parametrize("name", list(BUILTIN_METHODS))
 def test_bf16_for_a_baseline_is_refused(name, no_model_loading):
-    with pytest.raises(NowcastError, match=f"--precision bf16 applies to models only, not to the {name} method"):
+    with pytest.raises(NowcastError, match=f"^precision bf16 applies to models only, not to the {name} method"):
         check_spec(name, None, precision="bf16")
 
 
@@ -123,12 +123,27 @@ def test_bf16_for_the_default_baseline_is_refused(models_dir, no_model_loading):
 
 
 def test_unknown_precision_is_refused(no_model_loading):
-    with pytest.raises(NowcastError, match="unknown precision 'fp16'; choose one of fp32, bf16"):
-        resolve("model", precision="fp16")
+    with pytest.raises(NowcastError, match="unknown precision 'fp8'; use auto, fp32, bf16, fp16"):
+        resolve("model", precision="fp8")
+
+
+def test_model_options_are_checked_once_and_name_the_parameter():
+    options = ModelOptions(precision="float32", tile_size=np.int64(256), lead_smoothing=1)
+    assert (options.precision, options.tile_size, options.lead_smoothing) == ("fp32", 256, 1.0)
+    for bad, parameter in [({"precision": "int8"}, "precision"), ({"tile_size": -1}, "tile_size"),
+                           ({"tile_size": 1.5}, "tile_size"), ({"lead_smoothing": -1}, "lead_smoothing"),
+                           ({"device": "gpu"}, "device"), ({"prob_match": "yes"}, "prob_match")]:
+        with pytest.raises(OptionError) as err:
+            ModelOptions(**bad)
+        assert err.value.parameters[0] == parameter and parameter in str(err.value)
+    # auto leaves a baseline as it is: accepted with any method
+    check_spec("extrapolation", None, ModelOptions(precision="auto"))
+    assert ModelOptions(precision="bf16", tile_size=64).for_baseline() == ModelOptions()
 
 
 def test_checks_pass_for_models_in_any_precision(tmp_path, no_model_loading):
     check_spec("model", None, precision="bf16")
+    check_spec("model", None, ModelOptions(precision="fp16"))
     check_spec(None, str(tmp_path / "m.safetensors"), precision="bf16", prob_match=True)
     check_spec("model", "some-model", precision="fp32")
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nowcast import evaluate as ev
+import importlib
+
+ev = importlib.import_module("nowcast.evaluate")  # the module: the package's attribute `evaluate` is the function
 from nowcast import synthetic
 from nowcast.errors import NowcastError
 from nowcast.evaluate import MethodSpec, evaluate

@@ -297,7 +297,7 @@ def test_motion_field_speed_needs_pixel_size_and_time_step(tmp_path, seq):
 def test_motion_field_of_a_storm_moving_east(tmp_path):
     pytest.importorskip("pysteps")
     pytest.importorskip("cv2")
-    from nowcast.methods import Extrapolation
+    from nowcast.baselines.extrapolation import Extrapolation
 
     values = storm(n=4, h=40, w=48, dx=2)  # a storm moving 2 pixels to the east per frame
     velocity = Extrapolation.motion(values)

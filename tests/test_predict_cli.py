@@ -152,3 +152,19 @@ def test_motion_field_is_drawn_and_saved(tmp_path):
     assert float(ds["motion_x"].values[echo].mean()) == pytest.approx(1.0, abs=0.3)
     assert abs(float(ds["motion_y"].values[echo].mean())) < 0.3
     assert ds["motion_x"].attrs["grid_mapping"] == "crs"
+
+
+def test_predict_takes_the_runtime_precisions_and_names_flags(tmp_path, capsys):
+    """One precision vocabulary (runtime's): auto is accepted; the library's parameter names become flags."""
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data" / "radar.nc"
+    out = tmp_path / "fc.nc"
+    assert main(["predict", str(sample), "--method", "persistence", "--precision", "auto", "--leads", "2",
+                 "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(sample), "--method", "persistence", "--precision", "bf16",
+                 "-o", str(tmp_path / "b.nc")]) == 2
+    assert "--precision bf16 applies to models only, not to the persistence method" in capsys.readouterr().err
+    assert main(["predict", str(sample), "--precision", "int8", "-o", str(tmp_path / "c.nc")]) == 2
+    assert "unknown --precision 'int8'" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 from nowcast import verify
 from nowcast.checkpoint import save_checkpoint
 from nowcast.forecast import ModelForecaster
-from nowcast.methods import Persistence
+from nowcast.baselines.persistence import Persistence
 from nowcast.nn import ModelConfig, build_model
 
 dbz_fields = arrays(np.float32, (2, 6, 7), elements=st.floats(-10, 70, width=32))

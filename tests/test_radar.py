@@ -75,11 +75,11 @@ def test_8bit_pixels_default_rule_is_announced(tmp_path):
 def test_units_override_and_unknown_units(tmp_path):
     v = np.full((2, 2, 2), 1.0, dtype=np.float32)
     path = write_nc(tmp_path / "u.nc", v, units="furlongs")
-    with pytest.raises(NowcastError, match=r"u\.nc.*furlongs.*--units"):
+    with pytest.raises(NowcastError, match=r"u\.nc.*furlongs.*declare them with units"):
         open_radar(path)
     da = open_radar(path, units="mm/h")
     np.testing.assert_allclose(da.values, 23.0103, atol=1e-4)
-    with pytest.raises(NowcastError, match="--units"):
+    with pytest.raises(NowcastError, match="declare them with units"):
         open_radar(write_nc(tmp_path / "nounits.nc", v, units=None))
 
 
@@ -151,7 +151,7 @@ def test_extra_dimension_needs_a_choice(tmp_path):
     v = np.stack([storm(n=3), storm(n=3) + 5])  # (elevation, time, y, x)
     v = np.moveaxis(v, 0, 1)
     path = write_nc(tmp_path / "vol.nc", v, dims=("time", "elevation", "y", "x"))
-    with pytest.raises(NowcastError, match="extra dimension 'elevation'.*--select"):
+    with pytest.raises(NowcastError, match="extra dimension 'elevation'.*select elevation=INDEX.*reduce max"):
         open_radar(path)
     lo = open_radar(path, select={"elevation": 0})
     hi = open_radar(path, reduce="max")

@@ -60,7 +60,7 @@ def test_tap_mean_and_crop():
     with pytest.raises(NowcastError, match="too small"):
         trend.motion_to_vectors(m, patch=2, stride=2, height=40, width=7)
     with pytest.raises(NowcastError, match="18"):
-        trend.motion_to_vectors(np.zeros((9, 3, 3)), patch=2)
+        trend.motion_to_vectors(np.zeros((9, 3, 3)), patch=2, stride=2)
 
 
 def test_cell_centres_partial_last_cell():

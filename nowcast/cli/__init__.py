@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     except NowcastError as exc:
         if debug:  # the traceback too, and the same exit code
             _traceback()
-        _error(str(exc))
+        _error(_as_flags(exc))
         return 2
     except typer.Exit as exc:
         return exc.exit_code
@@ -63,6 +63,15 @@ def main(argv=None) -> int:
                   "(rerun with --debug for details)")
         return 1
     return 0
+
+
+def _as_flags(exc: NowcastError) -> str:
+    """The error's message, with the library's parameter names (lead_smoothing) spelled as flags (--lead-smoothing)."""
+    from ..options import OptionError
+
+    if isinstance(exc, OptionError):
+        return exc.text(lambda parameter: "--" + parameter.replace("_", "-"))
+    return str(exc)
 
 
 def _traceback() -> None:

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .. import __version__
+from ..version import __version__
 from ..errors import NowcastError, NowcastNote, NowcastWarning
 
 COMMAND_WORDS = ("nowcast ", "torchrun ", "python ")
@@ -249,8 +249,9 @@ def reads_radar(lazy: bool = False):
 
 
 DEVICE = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA when present), cpu or cuda.")
-PRECISION = typer.Option("fp32", "--precision", metavar="fp32|bf16",
-                         help="Model arithmetic: fp32, or bf16 (faster where supported; models only).")
+PRECISION = typer.Option("fp32", "--precision", metavar="fp32|bf16|fp16|auto",
+                         help="Model arithmetic: fp32; bf16 (faster where supported); fp16 (GPU only); auto (bf16 or "
+                              "fp16 on a GPU, fp32 on a CPU). Models only.")
 PROB_MATCH = typer.Option(False, "--prob-match", help="Match each forecast frame's distribution of values to the "
                                                       "last observation's (probability matching).")
 LEAD_SMOOTHING = typer.Option(None, "--lead-smoothing", min=0.0, metavar="PIXELS",

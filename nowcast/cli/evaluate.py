@@ -61,6 +61,7 @@ def evaluate(
     from ..atomic import atomic_write_text
     from ..evaluate import DOMAINS, MethodSpec, to_json
     from ..methods import check_specs, comparison_specs, resolve_all
+    from ..options import ModelOptions
     from .tables import coverage_table, invented_table, score_table
 
     check_suffix(json_out, "--json", (".json",), "JSON")
@@ -72,16 +73,16 @@ def evaluate(
     if domain not in DOMAINS:
         raise NowcastError(f"--domain {domain!r}: choose observed or common")
     specs = comparison_specs(model, baseline)
-    check_specs(specs, precision, prob_match, lead_smoothing)
+    options = ModelOptions(device=device, precision=precision, prob_match=prob_match, lead_smoothing=lead_smoothing)
+    check_specs(specs, options)
     client = _connect(scheduler)  # an unreachable scheduler is refused before any file is read
     try:
         sequences = [(str(path), reading.open([path])) for path in data]
-        methods = resolve_all(specs, device=device, precision=precision, prob_match=prob_match,
-                              lead_smoothing=lead_smoothing)
+        methods = resolve_all(specs, options)
         if workers > 1 or client is not None:  # recipes: every worker builds its own
-            methods = MethodSpec.recipes(specs, methods, device=device, precision=precision, prob_match=prob_match,
-                                         lead_smoothing=lead_smoothing)
-        result = _run(sequences, methods, thr, input_frames, lead_frames, stride, workers, client, domain)
+            methods = MethodSpec.recipes(specs, methods, options)
+        result = _run(sequences, methods, dict(thresholds=thr, n_in=input_frames, n_out=lead_frames, stride=stride,
+                                               workers=workers, scheduler=client, domain=domain))
     finally:
         if client is not None:
             client.close()
@@ -98,7 +99,8 @@ def evaluate(
         say(f"wrote {plot}")
 
 
-def _run(sequences, methods, thresholds, n_in, n_out, stride, workers, client, domain):
+def _run(sequences, methods, settings: dict):
+    """``nowcast.evaluate`` with ``settings`` (its keyword arguments), under a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..evaluate import evaluate as run_evaluation
@@ -110,8 +112,7 @@ def _run(sequences, methods, thresholds, n_in, n_out, stride, workers, client, d
         def progress(done, total):
             bar.update(task, completed=done, total=total)
 
-        return run_evaluation(sequences, methods, thresholds=thresholds, n_in=n_in, n_out=n_out, stride=stride,
-                              progress=progress, workers=workers, scheduler=client, domain=domain)
+        return run_evaluation(sequences, methods, progress=progress, **settings)
 
 
 def _connect(address: str | None):

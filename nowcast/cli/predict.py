@@ -66,21 +66,24 @@ def predict(
     accumulation or 8-bit pixels.
     """
     from ..forecast_file import output_units as parse_output_units
-    from ..methods import check_spec
+    from ..methods import check_spec, resolve
+    from ..options import ModelOptions
 
     _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite)
-    check_spec(method, model, precision, prob_match, tile_size, lead_smoothing)
+    options = ModelOptions(device=device, precision=precision, tile_size=tile_size, lead_smoothing=lead_smoothing,
+                           prob_match=prob_match)
+    check_spec(method, model, options)
     if output_units is not None:
         parse_output_units(output_units)
     seq = reading.open(inputs)
     label = input_label(inputs)
-    observed = None
-    if truth:
-        observed = _truth_at(truth, _forecast_times(seq, leads, label),
-                             reading)
-    _forecast_and_write(seq, label, observed, method, model, leads, output_units, output, plot, animate,
-                        plot_motion, save_motion, prob_match, device, precision, overwrite, tile_size,
-                        lead_smoothing)
+    observed = _truth_at(truth, _forecast_times(seq, leads, label), reading) if truth else None
+    fc_method = resolve(method, model, options)
+    result = _forecast(seq, fc_method, leads, output_units, label)
+    _write(result, output, overwrite)
+    _draw(result, observed, plot, animate, overwrite)
+    if plot_motion is not None or save_motion is not None:
+        _motion_outputs(result, plot_motion, save_motion, overwrite)
 
 
 def _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite) -> None:
@@ -97,11 +100,11 @@ def _check_options(output, plot, animate, plot_motion, save_motion, truth, overw
 
 def _forecast_times(seq, leads: int, label) -> np.ndarray:
     """Valid times of the forecast: the last observed time plus 1..leads steps."""
-    from ..radar import time_step
+    from ..forecast_file import forecast_times
 
     if seq.sizes["time"] < 2:
         raise NowcastError(f"has {seq.sizes['time']} frame(s); the forecast needs at least 2 input frames", label)
-    return seq["time"].values[-1] + time_step(seq) * np.arange(1, leads + 1)
+    return forecast_times(seq, leads)
 
 
 def _truth_at(truth, times: np.ndarray, reading: Reading):
@@ -116,30 +119,23 @@ def _truth_at(truth, times: np.ndarray, reading: Reading):
     return observed.sel(time=times)
 
 
-def _forecast_and_write(seq, label, observed, method, model, leads, output_units, output, plot, animate,
-                        plot_motion, save_motion, prob_match, device, precision, overwrite,
-                        tile_size=None, lead_smoothing=None) -> None:
-    from ..forecast_file import forecast_dataarray, output_units as parse_output_units, write_forecast
-    from ..methods import postprocessing_of, resolve
-    from ..radar import last_regular_frames
+def _forecast(seq, fc_method, leads: int, output_units, label):
+    """The library's pipeline (``nowcast.pipeline.run``), with the model's caveats printed first."""
+    from ..pipeline import run, step_minutes
 
-    fc_method = resolve(method, model, device=device, precision=precision, prob_match=prob_match,
-                        tile_size=tile_size, lead_smoothing=lead_smoothing)
-    past = last_regular_frames(seq, max(fc_method.input_frames, 2), label)
-    step_min = float(seq.attrs.get("time_step_seconds", float("nan"))) / 60.0
-    for line in _caveats(fc_method, leads, step_min):
+    for line in _caveats(fc_method, leads, step_minutes(seq)):
         note(line)
     with err.status(f"forecasting {leads} frames with {fc_method.name} ..."):
-        values = fc_method(past.values, leads)
-    forecast = forecast_dataarray(values, past, fc_method.name)
-    units = parse_output_units(output_units, seq)
-    write_forecast(forecast, output, method=fc_method.name, inputs=seq, overwrite=overwrite, units=units,
-                   postprocessing=postprocessing_of(fc_method))
-    say(f"wrote {output}: {leads} frames of {fc_method.name} forecast in {units}, "
-        f"{str(forecast.time.values[0])[:16]} to {str(forecast.time.values[-1])[:16]} UTC (every {step_min:g} min)")
-    _draw(seq, forecast, observed, fc_method.name, plot, animate, overwrite, units)
-    if plot_motion is not None or save_motion is not None:
-        _motion_outputs(past, step_min, plot_motion, save_motion, overwrite)
+        return run(seq, fc_method, leads, output_units, label)
+
+
+def _write(result, output: Path, overwrite: bool) -> None:
+    from ..netcdf import write_dataset
+
+    write_dataset(result.dataset, output, overwrite=overwrite)
+    times = result.frames.time.values
+    say(f"wrote {output}: {times.size} frames of {result.method.name} forecast in {result.units}, "
+        f"{str(times[0])[:16]} to {str(times[-1])[:16]} UTC (every {result.step_minutes:g} min)")
 
 
 def _caveats(fc_method, leads: int, step_min: float) -> list[str]:
@@ -151,37 +147,39 @@ def _caveats(fc_method, leads: int, step_min: float) -> list[str]:
     return model_caveats(fc_method, leads, step, is_default)
 
 
-def _draw(seq, forecast, observed, method_name, plot, animate, overwrite, units="dBZ") -> None:
+def _draw(result, observed, plot, animate, overwrite) -> None:
     """The panels and the animation, in the forecast file's units (dBZ, or mm/h on a rain-rate scale)."""
     if plot is None and animate is None:
         return
     from .. import plots
 
+    name, units = result.method.name, result.units
     if plot is not None:
-        plots.plot_forecast_panels(seq, forecast, plot, observed=observed, method_name=method_name,
+        plots.plot_forecast_panels(result.inputs, result.frames, plot, observed=observed, method_name=name,
                                    overwrite=overwrite, units=units)
         say(f"wrote {plot}")
     if animate is not None:
-        plots.animate_forecast(seq, forecast, animate, method_name=method_name, overwrite=overwrite, units=units)
+        plots.animate_forecast(result.inputs, result.frames, animate, method_name=name, overwrite=overwrite,
+                               units=units)
         say(f"wrote {animate}")
 
 
-def _motion_outputs(past, step_min: float, plot_motion, save_motion, overwrite) -> None:
+def _motion_outputs(result, plot_motion, save_motion, overwrite) -> None:
     """The optical-flow motion of the input frames: a quiver picture and/or a netCDF file."""
     from ..forecast_file import write_motion
     from ..motion import estimate_motion
 
     with err.status("estimating the motion field ..."):
-        velocity = estimate_motion(past.values)
-    last = past.isel(time=-1)
+        velocity = estimate_motion(result.past.values)
+    last = result.past.isel(time=-1)
+    step_min = result.step_minutes if np.isfinite(result.step_minutes) else None
     if plot_motion is not None:
         from ..plots import plot_motion_field
 
         when = str(np.datetime64(last["time"].values, "m")).replace("T", " ")
         plot_motion_field(last, velocity, plot_motion, title=f"optical-flow motion at {when} UTC",
-                          overwrite=overwrite, time_step_minutes=step_min if np.isfinite(step_min) else None)
+                          overwrite=overwrite, time_step_minutes=step_min)
         say(f"wrote {plot_motion}")
     if save_motion is not None:
-        write_motion(velocity, last, save_motion, step_minutes=step_min if np.isfinite(step_min) else None,
-                     overwrite=overwrite)
+        write_motion(velocity, last, save_motion, step_minutes=step_min, overwrite=overwrite)
         say(f"wrote {save_motion}")

@@ -48,13 +48,15 @@ def watch(
     """
     from ..forecast_file import output_units as parse_output_units
     from ..methods import check_spec, resolve
+    from ..options import ModelOptions
     from ..watch import Watcher
 
-    check_spec(method, model, precision, prob_match, tile_size, lead_smoothing)
+    options = ModelOptions(device=device, precision=precision, tile_size=tile_size, lead_smoothing=lead_smoothing,
+                           prob_match=prob_match)
+    check_spec(method, model, options)
     if output_units is not None:
         parse_output_units(output_units)
-    fc_method = resolve(method, model, device=device, precision=precision, prob_match=prob_match,
-                        tile_size=tile_size, lead_smoothing=lead_smoothing)
+    fc_method = resolve(method, model, options)
     watcher = Watcher(in_dir, out_dir, fc_method, pattern=pattern, prefix=prefix, leads=leads,
                       output_units=output_units, plot=plot, keep=keep, interval=interval,
                       read=lambda path: reading.open([path]), log=say)

@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import NowcastError
+from ..options import OptionError
 from .detect import FORMAT_NAMES, detect_format
 from .frame import RadarFrame, to_dataset
 from .geotiff import read_geotiff, read_geotiff_time
@@ -42,7 +43,8 @@ def check_format_name(name: str | None) -> str | None:
         return None
     key = name.strip().lower()
     if key not in FORMAT_NAMES:
-        raise NowcastError(f"--format {name!r} is not a format nowcast reads; use one of {', '.join(FORMAT_NAMES)}")
+        raise OptionError(f"{{format}} {name!r} is not a format nowcast reads; use one of {', '.join(FORMAT_NAMES)}",
+                          "format")
     return key
 
 

@@ -1,0 +1,16 @@
+"""Persistence: the last observed frame, repeated."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..forecast_method import ForecastMethod
+
+
+class Persistence(ForecastMethod):
+    """The last observed frame, repeated: the forecast every method must beat."""
+
+    name = "persistence"
+
+    def _forecast_batch(self, batch, n_out):
+        return np.repeat(batch[:, -1:], n_out, axis=1)
