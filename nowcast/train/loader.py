@@ -1,0 +1,106 @@
+"""Training batches: each process's share of every iteration's global batch, drawn in DataLoader workers.
+
+Slot k of iteration i's global batch is ``WindowSampler.sample_at(i, k)``: a function of the seed, i and k
+alone. A process therefore draws only its own slots (rank r of W takes slots r*B/W .. (r+1)*B/W - 1), any
+worker can draw any iteration without shared state, the samples do not depend on the number of workers or
+processes, and a resumed run that starts the loader at its iteration sees what an uninterrupted run sees.
+With 0 workers the batches are drawn in the training process when they are needed, as before.
+
+Lagrangian windows need their optical flow: the workers inherit the sampler's ``MotionCache``, whose folder
+(the run folder or NOWCAST_MOTION_CACHE) is where they share it: a field one worker computed is read from
+disk by the others. Two workers asking for the same new field at the same moment may both compute it; the
+file is replaced atomically and the values are the same.
+
+A run saved before keyed draws (its sampler state holds a numpy Generator's state) continues its own stream
+in the training process (``StreamBatches``), so its resume stays exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import WindowSampler
+
+KEYED = "keyed"
+PREFETCH = 2  # batches each worker prepares ahead
+
+
+def as_tensors(batch: dict) -> dict:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+
+def _unchanged(item):
+    return item
+
+
+class ShareOfIteration(Dataset):
+    """Item i = this process's slots of iteration i's global batch, as CPU tensors."""
+
+    def __init__(self, sampler: WindowSampler, slots: range):
+        self.sampler, self.slots = sampler, slots
+
+    def __getitem__(self, iteration: int) -> dict:
+        return as_tensors(self.sampler.batch_at(iteration, self.slots))
+
+
+class KeyedBatches:
+    """This process's batches for iterations start .. stop-1, drawn by ``workers`` worker processes
+    (0: in this process)."""
+
+    def __init__(self, sampler: WindowSampler, share: slice, workers: int, start: int, stop: int,
+                 pin_memory: bool = False):
+        self.sampler = sampler
+        dataset = ShareOfIteration(sampler, range(share.start, share.stop))
+        # a private generator: DataLoader would otherwise draw its workers' base seed from the global torch
+        # RNG, which the training state saves, and a resume would then differ from an uninterrupted run
+        self.loader = DataLoader(dataset, batch_size=None, sampler=range(int(start), int(stop)),
+                                 num_workers=int(workers), collate_fn=_unchanged, pin_memory=pin_memory,
+                                 prefetch_factor=PREFETCH if workers else None,
+                                 generator=torch.Generator().manual_seed(sampler.seed))
+        self._it = iter(self.loader)
+
+    def next(self) -> dict:
+        return next(self._it)
+
+    def state_dict(self) -> dict:
+        return {"scheme": KEYED, "seed": self.sampler.seed}
+
+    def close(self) -> None:
+        """Stop the worker processes now (not whenever the iterator is collected)."""
+        shutdown = getattr(self._it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self._it = None
+
+
+class StreamBatches:
+    """The stream of a run saved before keyed draws: the global batch drawn here, this process's share kept."""
+
+    def __init__(self, sampler: WindowSampler, batch_size: int, share: slice, state: dict):
+        self.sampler, self.batch_size, self.share = sampler, int(batch_size), share
+        sampler.load_state_dict(state)
+
+    def next(self) -> dict:
+        batch = self.sampler.sample_batch(self.batch_size)
+        return as_tensors({k: v[self.share] for k, v in batch.items()})
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def close(self) -> None:
+        pass
+
+
+def is_stream_state(state: dict | None) -> bool:
+    """True for the sampler state of a run saved before keyed draws."""
+    return bool(state) and "bit_generator" in state
+
+
+def batch_source(sampler: WindowSampler, saved: dict | None, batch_size: int, share: slice, workers: int,
+                 start: int, stop: int, pin_memory: bool = False) -> KeyedBatches | StreamBatches:
+    """The batches of a run from iteration ``start``; ``saved``: the sampler state of the run resumed."""
+    if is_stream_state(saved):
+        return StreamBatches(sampler, batch_size, share, saved)
+    return KeyedBatches(sampler, share, workers, start, stop, pin_memory)
