@@ -1,10 +1,11 @@
 """Training batches: each process's share of every iteration's global batch, drawn in DataLoader workers.
 
 Slot k of iteration i's global batch is ``WindowSampler.sample_at(i, k)``: a function of the seed, i and k
-alone. A process therefore draws only its own slots (rank r of W takes slots r*B/W .. (r+1)*B/W - 1), any
+alone. A process therefore draws only its own slots (``Team.share``: rank r of W takes the contiguous slots
+r*B/W .. (r+1)*B/W - 1, the same slice the scheduled-sampling mask and older runs' streams are cut by), any
 worker can draw any iteration without shared state, the samples do not depend on the number of workers or
 processes, and a resumed run that starts the loader at its iteration sees what an uninterrupted run sees.
-With 0 workers the batches are drawn in the training process when they are needed, as before.
+With 0 workers the batches are drawn in the training process when they are needed.
 
 Lagrangian windows need their optical flow: the workers inherit the sampler's ``MotionCache``, whose folder
 (the run folder or NOWCAST_MOTION_CACHE) is where they share it: a field one worker computed is read from
@@ -17,14 +18,19 @@ in the training process (``StreamBatches``), so its resume stays exact.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import WindowSampler
+from ..errors import NowcastError
 
 KEYED = "keyed"
 PREFETCH = 2  # batches each worker prepares ahead
+AUTO_WORKERS_MAX = 4  # more rarely helps: one worker draws a batch of 8 in about the time of a GPU step
 
 
 def as_tensors(batch: dict) -> dict:
@@ -33,6 +39,12 @@ def as_tensors(batch: dict) -> dict:
 
 def _unchanged(item):
     return item
+
+
+def _ignore_interrupts(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; the training process decides when to stop and shuts the
+    # workers down, so a worker that died of it must not turn a clean stop into a "worker exited" error
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ShareOfIteration(Dataset):
@@ -58,6 +70,7 @@ class KeyedBatches:
         self.loader = DataLoader(dataset, batch_size=None, sampler=range(int(start), int(stop)),
                                  num_workers=int(workers), collate_fn=_unchanged, pin_memory=pin_memory,
                                  prefetch_factor=PREFETCH if workers else None,
+                                 worker_init_fn=_ignore_interrupts if workers else None,
                                  generator=torch.Generator().manual_seed(sampler.seed))
         self._it = iter(self.loader)
 
@@ -65,6 +78,7 @@ class KeyedBatches:
         return next(self._it)
 
     def state_dict(self) -> dict:
+        # the iteration is the key of the next batch: nothing else is needed to continue the stream
         return {"scheme": KEYED, "seed": self.sampler.seed}
 
     def close(self) -> None:
@@ -103,4 +117,24 @@ def batch_source(sampler: WindowSampler, saved: dict | None, batch_size: int, sh
     """The batches of a run from iteration ``start``; ``saved``: the sampler state of the run resumed."""
     if is_stream_state(saved):
         return StreamBatches(sampler, batch_size, share, saved)
+    if saved and int(saved.get("seed", sampler.seed)) != sampler.seed:
+        raise NowcastError(f"the run being resumed drew its samples with seed {saved['seed']}, not {sampler.seed}")
     return KeyedBatches(sampler, share, workers, start, stop, pin_memory)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(setting: int | None, device: torch.device, processes_per_node: int = 1) -> int:
+    """The loader workers of a run: the setting, or (None: auto) 0 on a CPU, where the workers would take
+    cores from the training itself, and on a GPU up to 4, leaving each process of the node one core."""
+    if setting is not None:
+        return int(setting)
+    if device.type == "cpu":
+        return 0
+    per_process = usable_cores() // max(1, int(processes_per_node))
+    return max(0, min(AUTO_WORKERS_MAX, per_process - 1))
