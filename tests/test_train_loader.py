@@ -182,3 +182,37 @@ def test_a_bad_loader_workers_value_is_one_line(tmp_path, capsys, value):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "loader" in err and "workers" in err
     assert not (tmp_path / "bad").exists()
+
+
+def team_losses(shares, **kw) -> list[torch.Tensor]:
+    """Each share's loss in a team simulated in one process: a first pass records what every share would
+    sum over the team, the second gives each share the totals, as all_reduce would."""
+    recorded = []
+    for share in shares:
+        seen = []
+        masked_loss(*share, pool=lambda t, seen=seen: seen.append(t.detach()) or t.detach(), **kw)
+        recorded.append(seen)
+    totals = [sum(parts) for parts in zip(*recorded)]
+    losses = []
+    for share in shares:
+        given = iter(totals)
+        losses.append(masked_loss(*share, pool=lambda t, given=given: next(given), **kw))
+    return losses
+
+
+def test_the_team_loss_and_gradient_are_the_whole_batchs():
+    torch.manual_seed(0)
+    pred = torch.rand(4, 3, 8, 8, requires_grad=True)  # on the [0, 1] scale: 30-50 dBZ events on both sides
+    target, mask = torch.rand(4, 3, 8, 8), (torch.rand(4, 3, 8, 8) > 0.3).float()
+    recipe = dict(kind="l1+l2", balanced=True, balance_power=0.5, balance_on="both", soft_csi=0.5, gdl=0.3)
+    whole = masked_loss(pred, target, mask, **recipe)
+    (expected,) = torch.autograd.grad(whole, pred)
+    cut = [slice(0, 1), slice(1, 4)]  # unequal valid counts
+    losses = team_losses([(pred[c], target[c], mask[c]) for c in cut], **recipe)
+    assert float(sum(losses)) == pytest.approx(float(whole), rel=1e-6)
+    (got,) = torch.autograd.grad(sum(losses), pred)
+    assert torch.allclose(got, expected, atol=1e-7, rtol=1e-5)
+    # each share's own soft CSI and GDL (what a team computed before) give another gradient
+    own = [masked_loss(pred[c], target[c], mask[c], denominator=float(mask.sum()), **recipe) for c in cut]
+    (apart,) = torch.autograd.grad(sum(own), pred)
+    assert not torch.allclose(apart, expected, atol=1e-7, rtol=1e-5)

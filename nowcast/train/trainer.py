@@ -15,9 +15,10 @@ The iteration is the key, so a resume continues the same samples with no sampler
 number of workers or processes. A run saved before keyed draws continues its old stream in this process.
 
 Several processes (torchrun, ``nowcast.distributed``): ``batch_size`` is the global batch. Each process
-draws only its equal share (``Team.share``) and trains on it; the loss divides by the valid pixels of the
-whole global batch (a sum over the processes), DistributedDataParallel averages the gradients, and the loss
-is scaled so that the update equals the one-process update on the whole batch.
+draws only its equal share (``Team.share``) and trains on it; the loss takes its counts (valid pixels,
+soft-CSI hits and unions, GDL pairs) from the whole global batch, summed over the processes
+(``objectives.masked_loss``'s ``pool``), DistributedDataParallel averages the gradients, and the loss is
+scaled so that the update equals the one-process update on the whole batch.
 Process 0 alone validates, writes checkpoints and logs, and reports progress.
 
 Models with extra inputs: a model whose ``extra_inputs`` names batch arrays (e.g. ``("motion",)``) gets
@@ -169,11 +170,9 @@ class Trainer:
     def _tensor(self, tensor):
         return tensor.to(self.device, non_blocking=True)
 
-    def _valid_pixels(self, mask: torch.Tensor) -> float | None:
-        """The loss denominator of a team: the valid target pixels of the whole global batch (None alone)."""
-        if not self.team.enabled:
-            return None
-        return distributed.sum_across(self.team, [float(mask.sum())], self.device)[0]
+    def _team_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A sum over the team (the loss's counts: valid pixels, soft-CSI hits and unions, GDL pairs)."""
+        return distributed.all_sum(self.team, tensor)
 
     def step(self) -> tuple[float, float, float]:
         """One optimizer step on this process's share of the next global batch; returns (this process's
@@ -196,7 +195,9 @@ class Trainer:
         with autocast_to(self.amp_dtype, self.device):
             pred = self.train_model(x, self.config.model.output_frames, truth=y,
                                     sampling_mask=self._tensor(torch.from_numpy(smask[share])), **extras)
-        loss = masked_loss(pred, y, m, o.loss, o.balanced_loss, o.balance_power, denominator=self._valid_pixels(m),
+        # a team's loss divides by the counts of the whole global batch, summed over the processes
+        loss = masked_loss(pred, y, m, o.loss, o.balanced_loss, o.balance_power,
+                           pool=self._team_sum if self.team.enabled else None,
                            balance_on=o.balance_on, soft_csi=o.soft_csi, gdl=o.gdl)
         # DDP averages gradients over the processes; scaling by their number makes it the global sum
         self.scaler.scale(loss * self.team.world if self.team.enabled else loss).backward()
