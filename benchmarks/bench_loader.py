@@ -7,7 +7,10 @@ the start of a run on new data). With keyed draws every setting trains on the sa
 step is the time ``next(batch)`` blocks; log rows carry it as ``data_wait_fraction``. The first step is left
 out of the means (it starts the workers and fills their queues) and reported on its own.
 
-    python benchmarks/bench_loader.py --radar sample_data/radar.nc --iterations 12 --workers 0,1 \\
+The machine may be shared and noisy: give a setting more than once (``--workers 0,1,0,1``) to interleave
+them; the summary averages each setting's runs and divides by the first setting's.
+
+    python benchmarks/bench_loader.py --radar sample_data/radar.nc --iterations 10 --workers 0,1,0,1 \\
         --json benchmarks/loader.json
 """
 
@@ -43,8 +46,7 @@ def step_times(out: Path) -> list[tuple[float, float]]:
     return [(1.0 / r["it_per_s"], r["data_wait_fraction"] / r["it_per_s"]) for r in rows]
 
 
-def measure(radar, workers: int, iterations: int, folder: Path) -> dict:
-    out = folder / f"workers{workers}"
+def measure(radar, workers: int, iterations: int, out: Path) -> dict:
     t0 = time.perf_counter()
     train(preset("default").override(settings(out, workers, iterations)), [(Path(radar).name, radar_data(radar))])
     wall = time.perf_counter() - t0
@@ -54,6 +56,20 @@ def measure(radar, workers: int, iterations: int, folder: Path) -> dict:
     return {"workers": workers, "steps": len(steady), "s_per_step": step_s / len(steady),
             "wait_s_per_step": wait_s / len(steady), "wait_fraction": wait_s / step_s,
             "first_step_s": times[0][0], "first_step_wait_s": times[0][1], "wall_s": wall}
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Per worker count: the mean wait fraction and step time of its runs, and the step time over the first
+    setting's."""
+    rows = []
+    for w in dict.fromkeys(r["workers"] for r in runs):
+        mine = [r for r in runs if r["workers"] == w]
+        rows.append({"workers": w, "runs": len(mine),
+                     "wait_fraction": sum(r["wait_fraction"] for r in mine) / len(mine),
+                     "s_per_step": sum(r["s_per_step"] for r in mine) / len(mine)})
+    for row in rows:
+        row["step_time_ratio"] = row["s_per_step"] / rows[0]["s_per_step"]
+    return rows
 
 
 def radar_data(path):
@@ -77,11 +93,9 @@ def main(argv=None) -> int:
     os.environ.pop("NOWCAST_MOTION_CACHE", None)  # each run computes its own flow, in its own folder
     counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [measure(args.radar, w, args.iterations, Path(tmp)) for w in counts]
-    ref = runs[0]
+        runs = [measure(args.radar, w, args.iterations, Path(tmp) / f"run{i}") for i, w in enumerate(counts)]
     result = {"radar": str(args.radar), "iterations": args.iterations, "cores": len(os.sched_getaffinity(0)),
-              "load_average": os.getloadavg(), "runs": runs,
-              "step_time_ratio": {r["workers"]: r["s_per_step"] / ref["s_per_step"] for r in runs}}
+              "load_average": os.getloadavg(), "summary": summarize(runs), "runs": runs}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -22,7 +22,9 @@ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
 
 TINY = ["--preset", "paper", "--layers", "2", "--hidden", "8", "--kernel", "3", "--patch", "4", "--crop", "32", "--batch-size", "4",
         "--coarsen", "1", "--time-strides", "1", "--seed", "3", "--device", "cpu", "--checkpoint-every", "1",
-        "--sampling-iterations", "2", "--val", str(SAMPLE), "--val-every", "2", "--val-stride", "8"]
+        "--sampling-iterations", "2", "--val", str(SAMPLE), "--val-every", "2", "--val-stride", "8",
+        # the default recipe's loss terms that pool counts over the batch: summed over the team as well
+        "--balanced-loss", "--balance-on", "both", "--soft-csi", "0.5", "--gdl", "0.3"]
 
 
 def _train(out, iterations, processes, *extra):
