@@ -47,7 +47,7 @@ from ..strict_json import json_safe
 from .callbacks import BestCheckpoint, ProgressEvent, TrainLog, baseline_row, progress_callback
 from .config import TrainConfig
 from .datasets import prepare_data, step_minutes
-from .loader import batch_source, is_stream_state, resolve_workers
+from .loader import KEYED, batch_source, is_stream_state, resolve_workers
 from .objectives import learning_rate, masked_loss, sampling_mask, truth_probability
 from .signals import StopSignals
 from .state import STATE_FILE, TrainState, data_fingerprint, load_train_state
@@ -248,13 +248,19 @@ class Trainer:
             iteration=self.iteration,
             model={k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             model_config=self.config.model.to_dict(), optimizer=self.optimizer.state_dict(),
-            sampler=self.batches.state_dict(), torch_rng=torch.get_rng_state(), settings=self.config.to_dict(),
+            sampler=self._sampler_state(), torch_rng=torch.get_rng_state(), settings=self.config.to_dict(),
             data=self.fingerprint, best=json_safe(best),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
             cuda_rng=torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             train_time_s=self.train_time(),
         ).save(self.state_path)
         self.export(self.last_path, {"kind": "last"})
+
+    def _sampler_state(self) -> dict:
+        if self.batches is not None:
+            return self.batches.state_dict()
+        # stopped before the batches were opened: the stream the run had
+        return self.state.sampler if self.state is not None else {"scheme": KEYED, "seed": self.sampler.seed}
 
     def train_time(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self.t_loop)
