@@ -8,8 +8,13 @@ pixels never count (docs/conventions.md).
 A lazily read archive (`nowcast.radar.open_radar` with ``lazy``) is sampled from disk: each draw reads
 only its window's frames (`LazyFrames`), and the draws are the same as from the archive held in memory.
 
-The sampler owns its numpy Generator, so the sample stream is a function of the seed alone, and
-``state_dict()/load_state_dict()`` let a resumed training run continue the exact same stream.
+Two ways to draw, both a function of the seed alone:
+
+- ``sample()`` / ``sample_batch(n)``: a stream from the sampler's own numpy Generator;
+  ``state_dict()/load_state_dict()`` let a resumed run continue the exact same stream.
+- ``sample_at(iteration, slot)`` / ``batch_at(iteration, slots)``: the sample of one slot of one iteration's
+  global batch, from a Generator seeded by (seed, iteration, slot). No state is carried from draw to draw, so
+  any process or DataLoader worker can draw any slot and gets the same sample (training uses this).
 """
 
 from __future__ import annotations
@@ -201,6 +206,9 @@ def dihedral(frames: np.ndarray, k: int, flip: bool) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # the sampler
 
+# keeps the keyed Generators apart from any other stream seeded from the same run seed
+KEYED_STREAM = 0x5A3D
+
 
 @dataclass
 class SamplerConfig:
@@ -246,7 +254,8 @@ class SamplerConfig:
 class WindowSampler:
     """Random training windows from sequences; deterministic given the seed, resumable.
 
-    ``sample()`` returns one window, ``sample_batch(n)`` a batch, as a dict of float32 arrays:
+    ``sample()`` returns the stream's next window, ``sample_batch(n)`` a batch; ``sample_at(iteration, slot)``
+    and ``batch_at(iteration, slots)`` the keyed ones (module docstring). Each is a dict of float32 arrays:
     ``inputs`` (n_in, h, w) and ``targets`` (n_out, h, w) on the network's [0, 1] scale (no data = 0),
     ``mask`` (n_out, h, w) with 1 where the target has data, 0 where it has none.
 
@@ -341,9 +350,9 @@ class WindowSampler:
 
     # -- sampling ---------------------------------------------------------------------------
 
-    def _draw_window(self):
+    def _draw_window(self, rng: np.random.Generator):
         """One candidate window: (dBZ frames (L, crop, crop), description)."""
-        c, rng = self.config, self.rng
+        c = self.config
         use_syn = bool(self.pools[1]) and (not self.pools[0] or rng.random() < c.synthetic_fraction)
         pool = 1 if use_syn else 0
         # a stride / factor combination no sequence can serve is replaced by the smallest ones
@@ -380,7 +389,7 @@ class WindowSampler:
                             lambda y, x, h, w: cache.region(coarse, y, x, h, w), self.config.n_in, y0, x0, size)
         return dihedral(coarsen_dbz(frames, factor), rot, flip)
 
-    def _acceptable(self, frames: np.ndarray) -> bool:
+    def _acceptable(self, frames: np.ndarray, rng: np.random.Generator) -> bool:
         c = self.config
         valid = np.isfinite(frames)
         n_valid = int(valid.sum())
@@ -390,21 +399,21 @@ class WindowSampler:
         if echo >= c.min_echo_fraction:
             return True
         # a dry crop: keep a few so the network also learns that nothing comes from nothing
-        return bool(self.rng.random() < c.dry_keep_probability)
+        return bool(rng.random() < c.dry_keep_probability)
 
-    def sample(self, return_info: bool = False):
-        """Draw one training window (see the class docstring)."""
+    def _sample(self, rng: np.random.Generator, return_info: bool) -> dict:
+        """Draw one training window with ``rng`` (see the class docstring)."""
         frames, info, where = None, None, None
         for _ in range(max(1, self.config.max_tries)):
             # acceptance looks at the plain crop, which holds about the same echo as its Lagrangian version
-            frames, info, where = self._draw_window()
-            if self._acceptable(frames):
+            frames, info, where = self._draw_window(rng)
+            if self._acceptable(frames, rng):
                 break
             self.rejected += 1
         if self.config.frame == "lagrangian":
             frames = self._lagrangian_window(*where)
         if self.config.intensity_offset_db > 0:
-            frames = shift_intensity(frames, self.rng.uniform(-1.0, 1.0) * self.config.intensity_offset_db)
+            frames = shift_intensity(frames, rng.uniform(-1.0, 1.0) * self.config.intensity_offset_db)
         self.count += 1
         n_in = self.config.n_in
         out = {
@@ -416,7 +425,28 @@ class WindowSampler:
             out["info"] = info
         return out
 
+    def sample(self, return_info: bool = False):
+        """Draw the next window of the sampler's stream (see the class docstring)."""
+        return self._sample(self.rng, return_info)
+
     def sample_batch(self, batch_size: int) -> dict:
-        """A batch of windows stacked along a new first axis."""
-        items = [self.sample() for _ in range(int(batch_size))]
-        return {k: np.stack([it[k] for it in items]) for k in items[0] if k != "info"}
+        """A batch of the stream's next windows stacked along a new first axis."""
+        return _stack([self.sample() for _ in range(int(batch_size))])
+
+    # -- keyed draws ------------------------------------------------------------------------
+
+    def keyed_rng(self, iteration: int, slot: int) -> np.random.Generator:
+        """The Generator of one slot of one iteration's global batch: a function of (seed, iteration, slot)."""
+        return np.random.default_rng([self.seed, KEYED_STREAM, int(iteration), int(slot)])
+
+    def sample_at(self, iteration: int, slot: int, return_info: bool = False) -> dict:
+        """The window of slot ``slot`` of iteration ``iteration``; the sampler's stream is not touched."""
+        return self._sample(self.keyed_rng(iteration, slot), return_info)
+
+    def batch_at(self, iteration: int, slots) -> dict:
+        """The windows of these slots of one iteration's global batch, stacked in slot order."""
+        return _stack([self.sample_at(iteration, slot) for slot in slots])
+
+
+def _stack(items: list[dict]) -> dict:
+    return {k: np.stack([it[k] for it in items]) for k in items[0] if k != "info"}

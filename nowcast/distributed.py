@@ -105,6 +105,16 @@ def sum_across(team: Team, values: list[float], device: torch.device) -> list[fl
     return [float(v) for v in t.cpu()]
 
 
+def all_sum(team: Team, tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of a tensor over all processes, without gradient (a copy of it for a team of one)."""
+    total = tensor.detach().clone()
+    if team.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
 def barrier(team: Team) -> None:
     if team.enabled:
         import torch.distributed as dist

@@ -22,7 +22,9 @@ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
 
 TINY = ["--preset", "paper", "--layers", "2", "--hidden", "8", "--kernel", "3", "--patch", "4", "--crop", "32", "--batch-size", "4",
         "--coarsen", "1", "--time-strides", "1", "--seed", "3", "--device", "cpu", "--checkpoint-every", "1",
-        "--sampling-iterations", "2", "--val", str(SAMPLE), "--val-every", "2", "--val-stride", "8"]
+        "--sampling-iterations", "2", "--val", str(SAMPLE), "--val-every", "2", "--val-stride", "8",
+        # the default recipe's loss terms that pool counts over the batch: summed over the team as well
+        "--balanced-loss", "--balance-on", "both", "--soft-csi", "0.5", "--gdl", "0.3"]
 
 
 def _train(out, iterations, processes, *extra):
@@ -78,7 +80,8 @@ def test_a_batch_that_does_not_split_is_refused(monkeypatch, tmp_path):
 def test_two_processes_equal_one_process_on_the_whole_batch_and_resume(tmp_path):
     solo, team, resumed = tmp_path / "solo", tmp_path / "team", tmp_path / "resumed"
     _train(solo, 4, 1)
-    res = _train(team, 4, 2)
+    # each process draws only its share, in a loader worker; the loss divides by the team's valid pixels
+    res = _train(team, 4, 2, "--loader-workers", "1")
     # process 0 alone reports, logs and writes the files
     assert res.stdout.count("completed: 4 iterations") == 1
     assert sorted(p.name for p in team.iterdir()) == sorted(p.name for p in solo.iterdir())

@@ -47,16 +47,17 @@ class RecordingModel(torch.nn.Module):
 def test_extra_inputs_reach_the_model_as_keyword_tensors(tmp_path, monkeypatch):
     model = RecordingModel()
     monkeypatch.setattr("nowcast.train.trainer.build_model", lambda config: model)
-    plain = WindowSampler.sample_batch
+    plain = WindowSampler.batch_at
 
-    def with_motion(self, n):
-        batch = plain(self, n)
+    def with_motion(self, iteration, slots):
+        batch = plain(self, iteration, slots)
         b, _, h, w = batch["inputs"].shape
-        # sample i's motion field is filled with i: the slice the model gets must be the batch's own
-        batch["motion"] = np.broadcast_to(np.arange(b, dtype=np.float32)[:, None, None, None], (b, 2, h, w)).copy()
+        # slot k's motion field is filled with k: the slice the model gets must be the batch's own
+        fill = np.asarray(list(slots), dtype=np.float32)[:, None, None, None]
+        batch["motion"] = np.broadcast_to(fill, (b, 2, h, w)).copy()
         return batch
 
-    monkeypatch.setattr(WindowSampler, "sample_batch", with_motion)
+    monkeypatch.setattr(WindowSampler, "batch_at", with_motion)
     s = train(tiny(tmp_path / "extra"), [("syn", seq())])
     assert s["status"] == "completed" and len(model.calls) == 2
     for call in model.calls:

@@ -165,6 +165,11 @@ OPTIONS = (
     Opt(("--deterministic/--no-deterministic",), "run.deterministic", bool, "Deterministic torch kernels."),
     Opt(("--checkpoint-every",), "run.checkpoint_every", int, "Save the training state every N iterations."),
     Opt(("--log-every",), "run.log_every", int, "Write a log row every N iterations."),
+    Opt(("--loader-workers",), "run.loader_workers", int, "Processes that draw the training samples ahead of "
+                                                          "each step (0: drawn by the training process when "
+                                                          "needed). [default: 0 on a CPU, where they would take "
+                                                          "its cores; on a GPU up to 4, one core per process "
+                                                          "left free]"),
     Opt(("--init-from",), "run.init_from", str, "Start from these weights (a model name or file, same "
                                                 "architecture)."),
 )

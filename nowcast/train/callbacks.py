@@ -101,7 +101,8 @@ class TrainLog:
         self.jsonl_path = Path(out) / LOG_JSONL
         keys = [f"{k:g}" for k in thresholds]
         self.columns = (
-            ["iteration", "loss", "lr", "it_per_s", "truth_probability", "elapsed_s", "val_metric"]
+            ["iteration", "loss", "lr", "it_per_s", "data_wait_fraction", "truth_probability", "elapsed_s",
+             "val_metric"]
             + [f"val_{name}{k}" for name in ("csi", "pod", "far") for k in keys]
             + ["val_gdl", "val_mse", "val_mae", "val_ssim"]
             + baseline_columns(baselines, thresholds)

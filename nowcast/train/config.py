@@ -150,11 +150,16 @@ class RunConfig:
     resume: bool = False
     init_from: str | None = None  # start a fresh run from these weights (same architecture)
     overwrite: bool = False  # allow starting afresh in a folder that holds a run
+    loader_workers: int | None = None  # processes drawing the samples; None = auto (train.loader.resolve_workers)
 
     def __post_init__(self):
         object.__setattr__(self, "out", str(self.out))
         object.__setattr__(self, "precision", normalize_precision(self.precision))
         _positive_ints(self, ("checkpoint_every", "log_every"))
+        w = self.loader_workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 0):
+            _bad(f"loader_workers must be a whole number, 0 or more (0: samples drawn in the training process), "
+                 f"got {w!r}")
 
 
 def _default_sampler() -> SamplerConfig:
@@ -271,7 +276,7 @@ def preset(name: str) -> TrainConfig:
 # settings a resumed run may change: how long, how often, where it runs; never what it learns
 SAFE_ON_RESUME = frozenset({
     "optim.iterations", "validation.every", "validation.stride", "validation.batch_size", "validation.baselines",
-    "run.checkpoint_every",
+    "run.checkpoint_every", "run.loader_workers",
     "run.log_every", "run.device", "run.precision", "run.deterministic", "run.resume", "run.overwrite", "run.out",
 })
 
@@ -313,7 +318,7 @@ def _replace_section(name: str, section, changes: dict):
 # flat names (older TrainConfig fields, command-line option names) -> dotted keys
 FLAT_NAMES = {
     **{k: f"run.{k}" for k in ("out", "device", "precision", "deterministic", "checkpoint_every", "log_every",
-                               "resume", "init_from", "overwrite")},
+                               "resume", "init_from", "overwrite", "loader_workers")},
     "amp": "run.precision",
     **{f"val_{k}": f"validation.{k}" for k in ("fraction", "time", "every", "stride", "batch_size", "thresholds",
                                                  "baselines")},

@@ -76,7 +76,7 @@ def balanced_weights(target_dbz: torch.Tensor, thresholds_dbz=None, power: float
 
 def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False,
                 balance_power: float = 1.0, denominator=None, balance_on: str = "target",
-                soft_csi: float = 0.0, soft_csi_dbz=SOFT_CSI_DBZ, gdl: float = 0.0) -> torch.Tensor:
+                soft_csi: float = 0.0, soft_csi_dbz=SOFT_CSI_DBZ, gdl: float = 0.0, pool=None) -> torch.Tensor:
     """Mean (weighted) L1 / L2 / L1+L2 error on the [0, 1] scale over the pixels that have data.
 
     Computed in float32 whatever precision the forward pass ran in. ``denominator``: divide by this
@@ -84,7 +84,11 @@ def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False,
     global count). ``balance_on="both"`` takes each pixel's HKO-7 weight from the larger of forecast and
     truth, so a false alarm of heavy echo costs as much as a miss. ``soft_csi`` > 0 adds that weight times
     the mean of (1 - soft CSI) at the ``soft_csi_dbz`` thresholds (``soft_csi_loss``); ``gdl`` > 0 adds that
-    weight times the gradient difference loss (``gdl_loss``)."""
+    weight times the gradient difference loss (``gdl_loss``).
+
+    ``pool``: in a process of a team that holds a share of the global batch, a function that sums a tensor
+    over the processes (``distributed.all_sum``). Every count then is the global batch's, and each term is
+    split so that the processes' losses, and their gradients, sum to the loss of the whole batch."""
     pred = pred.float()
     d = pred - target
     if kind == "l1":
@@ -99,25 +103,30 @@ def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False,
     if balanced:
         heavy = target if balance_on == "target" else torch.maximum(target, pred.detach())
         w = w * balanced_weights(unit_to_dbz(heavy), power=balance_power)
-    count = mask.sum() if denominator is None else torch.as_tensor(denominator, dtype=err.dtype)
+    if pool is not None:
+        count = pool(mask.sum())
+    else:
+        count = mask.sum() if denominator is None else torch.as_tensor(denominator, dtype=err.dtype)
     loss = (err * w).sum() / count.clamp(min=1.0)
     if soft_csi > 0:
-        loss = loss + float(soft_csi) * soft_csi_loss(pred, target, mask, soft_csi_dbz)
+        loss = loss + float(soft_csi) * soft_csi_loss(pred, target, mask, soft_csi_dbz, pool=pool)
     if gdl > 0:
-        loss = loss + float(gdl) * gdl_loss(pred, target, mask)
+        loss = loss + float(gdl) * gdl_loss(pred, target, mask, pool=pool)
     return loss
 
 
-def gdl_loss(pred, target, mask) -> torch.Tensor:
+def gdl_loss(pred, target, mask, pool=None) -> torch.Tensor:
     """Gradient difference loss (Mathieu et al. 2016, alpha = 1) on the [0, 1] scale, as ``verify.gdl`` scores
     it: the mean over vertical and over horizontal neighbour pairs of ||d forecast| - |d truth||, counting
-    only pairs whose two pixels have data. A forecast that is smoother or blockier than the truth pays."""
+    only pairs whose two pixels have data. A forecast that is smoother or blockier than the truth pays.
+    ``pool``: as in ``masked_loss`` (the pair counts become the global batch's)."""
     pred, target, mask = pred.float(), target.float(), mask.float()
     total = pred.new_zeros(())
     for axis in (-2, -1):
         diff = (pred.diff(dim=axis).abs() - target.diff(dim=axis).abs()).abs()
         pair = mask.narrow(axis, 0, mask.shape[axis] - 1) * mask.narrow(axis, 1, mask.shape[axis] - 1)
-        total = total + (diff * pair).sum() / pair.sum().clamp(min=1.0)
+        count = pair.sum() if pool is None else pool(pair.sum())
+        total = total + (diff * pair).sum() / count.clamp(min=1.0)
     return total
 
 
@@ -125,21 +134,40 @@ def unit_to_dbz(x: torch.Tensor) -> torch.Tensor:
     return x * (DBZ_CEIL - DBZ_FLOOR) + DBZ_FLOOR
 
 
-def soft_csi_loss(pred, target, mask, thresholds_dbz=SOFT_CSI_DBZ, width_dbz: float = SOFT_CSI_WIDTH_DBZ):
+def soft_csi_loss(pred, target, mask, thresholds_dbz=SOFT_CSI_DBZ, width_dbz: float = SOFT_CSI_WIDTH_DBZ,
+                  pool=None):
     """Mean over thresholds of 1 - CSI, with the events made differentiable: sigmoid((dBZ - T) / width).
 
     Counts are pooled over the whole batch, as the scores that select checkpoints pool them; a threshold no
-    pixel of forecast or truth comes near adds nothing (its CSI is taken as 1).
+    pixel of forecast or truth comes near adds nothing (its CSI is taken as 1). ``pool``: as in
+    ``masked_loss`` (``pooled_soft_csi_terms``).
     """
     p_dbz, t_dbz = unit_to_dbz(pred.float()), unit_to_dbz(target)
-    terms = []
+    terms, counts = [], []
     for t in thresholds_dbz:
         f = torch.sigmoid((p_dbz - t) / width_dbz) * mask
         o = torch.sigmoid((t_dbz - t) / width_dbz) * mask
         hits = (f * o).sum()
         union = f.sum() + o.sum() - hits
         terms.append(torch.where(union > 1e-3, 1.0 - hits / union.clamp(min=1e-6), union * 0.0))
-    return torch.stack(terms).mean()
+        counts.append(torch.stack([hits, union]))
+    if pool is None:
+        return torch.stack(terms).mean()
+    counts = torch.stack(counts)
+    return pooled_soft_csi_terms(counts, pool(counts)).mean()
+
+
+def pooled_soft_csi_terms(local: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """1 - CSI per threshold for one process of a team: ``local`` (thresholds, 2) holds its (hits, union),
+    ``total`` the team's sums (no gradient). Summed over the processes, the terms are 1 - H/U of the whole
+    batch, and so are their gradients: d(H/U) = (dH U - H dU) / U^2 is a sum of each process's
+    (dh U - H du) / U^2, and the value is shared out in proportion to each process's union."""
+    hits, union = local.unbind(1)
+    big_h, big_u = total.unbind(1)
+    big_u_safe = big_u.clamp(min=1e-6)
+    csi_part = (hits * big_u_safe - big_h * union) / big_u_safe**2  # its values sum to 0 over the team
+    value = (union / big_u_safe).detach() * (1.0 - big_h / big_u_safe)
+    return torch.where(big_u > 1e-3, value - csi_part, union * 0.0)
 
 
 _METRIC_TERM = re.compile(r"^(csi|pod|far|bias)(\d+(?:\.\d+)?)$|^(gdl|mse|mae|ssim)$")

@@ -9,10 +9,16 @@ Files in the output folder
 - ``best.safetensors``: the weights with the best validation score so far.
 - ``log.csv`` / ``log.jsonl``: one row every ``log_every`` iterations and at every validation.
 
-Several processes (torchrun, ``nowcast.distributed``): ``batch_size`` is the global batch. Every process
-draws the same global batch from its own copy of the sampler (same seed, so the sampler states never
-differ and a resume is exact) and trains on its equal share; DistributedDataParallel averages the
-gradients, and the loss is scaled so that the update equals the one-process update on the whole batch.
+Samples (``loader.py``): slot k of iteration i's global batch is drawn from a generator keyed by (seed, i, k),
+in ``run.loader_workers`` DataLoader worker processes ahead of the step (0: in this process, when needed).
+The iteration is the key, so a resume continues the same samples with no sampler state, whatever the
+number of workers or processes. A run saved before keyed draws continues its old stream in this process.
+
+Several processes (torchrun, ``nowcast.distributed``): ``batch_size`` is the global batch. Each process
+draws only its equal share (``Team.share``) and trains on it; the loss takes its counts (valid pixels,
+soft-CSI hits and unions, GDL pairs) from the whole global batch, summed over the processes
+(``objectives.masked_loss``'s ``pool``), DistributedDataParallel averages the gradients, and the loss is
+scaled so that the update equals the one-process update on the whole batch.
 Process 0 alone validates, writes checkpoints and logs, and reports progress.
 
 Models with extra inputs: a model whose ``extra_inputs`` names batch arrays (e.g. ``("motion",)``) gets
@@ -41,6 +47,7 @@ from ..strict_json import json_safe
 from .callbacks import BestCheckpoint, ProgressEvent, TrainLog, baseline_row, progress_callback
 from .config import TrainConfig
 from .datasets import prepare_data, step_minutes
+from .loader import KEYED, batch_source, is_stream_state, resolve_workers
 from .objectives import learning_rate, masked_loss, sampling_mask, truth_probability
 from .signals import StopSignals
 from .state import STATE_FILE, TrainState, data_fingerprint, load_train_state
@@ -119,7 +126,7 @@ class Trainer:
         self.optimizer.load_state_dict(state.optimizer)
         if state.scaler and self.scaler.is_enabled():
             self.scaler.load_state_dict(state.scaler)
-        self.sampler.load_state_dict(state.sampler)
+        # the sampler state goes to the batch source (_open_batches): keyed draws need none
         torch.set_rng_state(state.torch_rng)
         if self.device.type == "cuda" and state.cuda_rng is not None:
             torch.cuda.set_rng_state(state.cuda_rng, self.device)
@@ -142,31 +149,55 @@ class Trainer:
 
     # -- one iteration ----------------------------------------------------------------------
 
-    def _tensor(self, array, share):
-        return torch.from_numpy(array[share]).to(self.device)
+    def _open_batches(self) -> None:
+        """This process's batches from the current iteration on (see the module docstring)."""
+        o = self.config.optim
+        self.loader_workers = resolve_workers(self.config.run.loader_workers, self.device,
+                                              int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+        saved = self.state.sampler if self.state is not None else None
+        self.stream_resumed = is_stream_state(saved)
+        self.batches = batch_source(self.sampler, saved, o.batch_size, self.team.share(o.batch_size),
+                                    self.loader_workers, self.iteration, o.iterations,
+                                    pin_memory=self.device.type == "cuda")
+
+    def _next_batch(self) -> dict:
+        """This process's share of the iteration's global batch (CPU tensors); the wait is timed."""
+        t0 = time.perf_counter()
+        batch = self.batches.next()
+        self.data_wait_s += time.perf_counter() - t0
+        return batch
+
+    def _tensor(self, tensor):
+        return tensor.to(self.device, non_blocking=True)
+
+    def _team_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A sum over the team (the loss's counts: valid pixels, soft-CSI hits and unions, GDL pairs)."""
+        return distributed.all_sum(self.team, tensor)
 
     def step(self) -> tuple[float, float, float]:
-        """One optimizer step on the next global batch; returns (this process's loss, lr, truth probability)."""
+        """One optimizer step on this process's share of the next global batch; returns (this process's
+        loss, lr, truth probability)."""
         o, share = self.config.optim, self.team.share(self.config.optim.batch_size)
-        batch = self.sampler.sample_batch(o.batch_size)  # the global batch, the same in every process
+        batch = self._next_batch()
         lr = learning_rate(self.iteration, o)
         p_truth = truth_probability(self.iteration, o.truth_iterations)
         smask = sampling_mask(o.seed, self.iteration, o.batch_size, self.config.model.output_frames - 1, p_truth)
-        x, y, m = (self._tensor(batch[k], share) for k in ("inputs", "targets", "mask"))
+        x, y, m = (self._tensor(batch[k]) for k in ("inputs", "targets", "mask"))
         extras = {}
         for name in self.extra_inputs:
             if name not in batch:
                 raise NowcastError(f"the model needs the input {name!r}, but the sampler gives "
                                    f"{', '.join(sorted(batch))}")
-            extras[name] = self._tensor(batch[name], share)
+            extras[name] = self._tensor(batch[name])
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         with autocast_to(self.amp_dtype, self.device):
             pred = self.train_model(x, self.config.model.output_frames, truth=y,
-                                    sampling_mask=self._tensor(smask, share), **extras)
+                                    sampling_mask=self._tensor(torch.from_numpy(smask[share])), **extras)
+        # a team's loss divides by the counts of the whole global batch, summed over the processes
         loss = masked_loss(pred, y, m, o.loss, o.balanced_loss, o.balance_power,
-                           denominator=float(batch["mask"].sum()) if self.team.enabled else None,
+                           pool=self._team_sum if self.team.enabled else None,
                            balance_on=o.balance_on, soft_csi=o.soft_csi, gdl=o.gdl)
         # DDP averages gradients over the processes; scaling by their number makes it the global sum
         self.scaler.scale(loss * self.team.world if self.team.enabled else loss).backward()
@@ -217,13 +248,19 @@ class Trainer:
             iteration=self.iteration,
             model={k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             model_config=self.config.model.to_dict(), optimizer=self.optimizer.state_dict(),
-            sampler=self.sampler.state_dict(), torch_rng=torch.get_rng_state(), settings=self.config.to_dict(),
+            sampler=self._sampler_state(), torch_rng=torch.get_rng_state(), settings=self.config.to_dict(),
             data=self.fingerprint, best=json_safe(best),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
             cuda_rng=torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             train_time_s=self.train_time(),
         ).save(self.state_path)
         self.export(self.last_path, {"kind": "last"})
+
+    def _sampler_state(self) -> dict:
+        if self.batches is not None:
+            return self.batches.state_dict()
+        # stopped before the batches were opened: the stream the run had
+        return self.state.sampler if self.state is not None else {"scheme": KEYED, "seed": self.sampler.seed}
 
     def train_time(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self.t_loop)
@@ -263,8 +300,11 @@ class Trainer:
     def _loop(self) -> tuple[str, str | None]:
         self.consistent = True  # False while an optimizer step is half done
         self._rate = _Rate()
+        self.data_wait_s = 0.0
         status, note = "completed", None
+        self.batches = None
         try:
+            self._open_batches()
             self.emit("start", message=self._start_message())
             self.model.train()
             self.stop_agreed = False
@@ -283,6 +323,8 @@ class Trainer:
             else:
                 note = "interrupted during an update: the last periodic checkpoint is kept"
         finally:
+            if self.batches is not None:
+                self.batches.close()
             try:
                 self.emit("end", message=note)
             except KeyboardInterrupt:
@@ -300,6 +342,11 @@ class Trainer:
             if on_cpu and self.amp_dtype == torch.bfloat16 and native is False:
                 text += ("; note: this CPU has no native bf16 (AVX512-BF16 or AMX), so bf16 is emulated and much "
                          "slower than fp32 here: use --precision fp32")
+        if self.stream_resumed and self.loader_workers:
+            text += ("; samples drawn in the training process, not by loader workers (the run was saved before "
+                     "keyed samples: its own stream continues)")
+        elif self.loader_workers:
+            text += f"; samples drawn by {self.loader_workers} loader worker(s)"
         return text + (f", resumed at iteration {self.iteration}" if self.start_iteration else "")
 
     def _after_step(self, loss_value: float, lr: float, p_truth: float) -> None:
@@ -312,7 +359,7 @@ class Trainer:
         if not math.isfinite(loss_value):
             raise NowcastError(f"the training loss became {loss_value} at iteration {it}; "
                                "try a lower learning rate or grad_clip")
-        row = self._rate.add(loss_value, it % self.config.run.log_every == 0 or it == o.iterations)
+        row = self._rate.add(loss_value, it % self.config.run.log_every == 0 or it == o.iterations, self.data_wait_s)
         if row is not None:
             row = {"iteration": it, **row, "lr": lr, "truth_probability": p_truth, "elapsed_s": self.train_time()}
         if self.data.val and (it % self.config.validation.every == 0 or it == o.iterations):
@@ -324,7 +371,7 @@ class Trainer:
                             **{f"val_{k}": v for k, v in scores.items() if k != "metric"},
                             **baseline_row(self.baselines or {})})
             distributed.barrier(self.team)
-            self._rate.restart()  # validation time is not training speed
+            self._rate.restart(self.data_wait_s)  # validation time is not training speed
         if row is not None and self.log is not None:
             self.log.write(row)
         if it % self.config.run.checkpoint_every == 0 or it == o.iterations:
@@ -360,13 +407,17 @@ class _Rate:
     """Mean loss and speed since the last log row, and a smoothed it/s for the progress display."""
 
     def __init__(self):
+        self.wait_at_log = 0.0
         self.restart()
         self.loss_sum, self.loss_n, self.smooth = 0.0, 0, None
 
-    def restart(self) -> None:
+    def restart(self, data_wait_s: float | None = None) -> None:
         self.t_log = self.t_prev = time.perf_counter()
+        if data_wait_s is not None:
+            self.wait_at_log = data_wait_s
 
-    def add(self, loss: float, log_now: bool) -> dict | None:
+    def add(self, loss: float, log_now: bool, data_wait_s: float = 0.0) -> dict | None:
+        """``data_wait_s``: the run's time spent waiting for batches so far (a running total)."""
         now = time.perf_counter()
         self.loss_sum += loss
         self.loss_n += 1
@@ -375,8 +426,12 @@ class _Rate:
         self.smooth = step_rate if self.smooth is None else 0.9 * self.smooth + 0.1 * step_rate
         if not log_now:
             return None
-        row = {"loss": self.loss_sum / self.loss_n, "it_per_s": self.loss_n / max(now - self.t_log, 1e-9)}
-        self.loss_sum, self.loss_n, self.t_log = 0.0, 0, now
+        span = max(now - self.t_log, 1e-9)
+        # the share of the time since the last row spent waiting for samples (their drawing, with 0 workers)
+        waited = data_wait_s - self.wait_at_log
+        row = {"loss": self.loss_sum / self.loss_n, "it_per_s": self.loss_n / span,
+               "data_wait_fraction": min(1.0, max(0.0, waited / span))}
+        self.loss_sum, self.loss_n, self.t_log, self.wait_at_log = 0.0, 0, now, data_wait_s
         return row
 
 
