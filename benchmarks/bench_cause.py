@@ -40,6 +40,7 @@ PREDRNN = ROOT / "models" / "predrnn-lagrangian-ablation.safetensors"
 
 def methods(precision: str):
     motion = resolve("model", str(MOTIONRNN), precision=precision, lead_smoothing=0)
+    motion.model.config.growth_cap_dbz = None  # the weights as trained (the shipped file carries the cap since)
     motion.name = "motionrnn"
     capped = resolve("model", str(MOTIONRNN), precision=precision, lead_smoothing=0)
     capped.model.config.growth_cap_dbz, capped.model.config.growth_cap_radius = 3.0, 4
