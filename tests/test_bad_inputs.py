@@ -155,7 +155,7 @@ def case_folder_as_input(p):
 
 def case_unknown_method(p):
     _good(p)
-    return [str(p / "good.nc"), "--method", "magic"], "magic", "unknown method"
+    return [str(p / "good.nc"), "--method", "magic"], "magic", "unknown --method"
 
 
 def case_model_file_missing(p):
