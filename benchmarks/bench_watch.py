@@ -96,7 +96,6 @@ def cold_predict(frames: list[Path], work: Path, method_name: str | None, n_inpu
 def flow_only(frames: list[Path], windows: int, n_inputs: int = 5) -> dict:
     """The optical flow of consecutive windows, alone: pysteps from scratch (motion.estimate_motion) against
     PairwiseFlow (one new pair per window), interleaved so that a busy machine slows both alike."""
-    from nowcast import motion
     from nowcast.motion import estimate_motion
     from nowcast.radar import open_radar
     from nowcast.watch import PairwiseFlow
@@ -106,7 +105,6 @@ def flow_only(frames: list[Path], windows: int, n_inputs: int = 5) -> dict:
     flow(seq[:n_inputs])  # the first window tracks every pair
     for k in range(1, windows + 1):
         window = seq[k: k + n_inputs]
-        motion._recent.clear()  # estimate_motion remembers fields by content: make it compute this one
         t0 = time.perf_counter()
         a = estimate_motion(window)
         t1 = time.perf_counter()

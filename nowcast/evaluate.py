@@ -33,6 +33,8 @@ import numpy as np
 
 from . import strict_json
 from .errors import MissingDependencyError, NowcastError
+from .forecast_io import batch_motion
+from .forecast_method import ForecastMethod
 from .invented import InventedEcho, InventedEchoAccumulator, advected_last_input, pixel_km_of, source_support
 from .methods import MODEL, options_for, resolve
 from .options import ModelOptions
@@ -53,7 +55,8 @@ CLUSTER_EXTRA = "pip install 'nowcast[cluster]'"
 
 @dataclass(frozen=True)
 class MethodResult:
-    """One method's scores on every window, the share of the observed pixels it forecast, and its time."""
+    """One method's scores on every window, the share of the observed pixels it forecast, and its time: the
+    method's own seconds per window, without the window's optical flow (estimated once, for every method)."""
 
     name: str
     scores: Scores
@@ -235,10 +238,14 @@ def _score_task(task: _Task, methods, progress: Callable[[int], None] | None = N
     seconds = [0.0] * len(task.names)
     windows = WindowSet(seq=task.frames, n_in=task.n_in, n_out=task.n_out, stride=1, starts=list(task.starts))
     for inputs, targets, _ in windows.batches(task.batch_size):
+        # each window's optical flow, once: every method that advects takes it, and so does the invented-echo
+        # reference (a plain callable method is called without it)
+        motion = batch_motion(inputs)
         forecasts = []
         for i, (name, method) in enumerate(zip(task.names, methods)):
             t0 = time.perf_counter()
-            fc = np.asarray(method(inputs, task.n_out))
+            given = {"motion": motion} if isinstance(method, ForecastMethod) else {}
+            fc = np.asarray(method(inputs, task.n_out, **given))
             seconds[i] += time.perf_counter() - t0
             if fc.shape != targets.shape:
                 raise NowcastError(
@@ -247,7 +254,7 @@ def _score_task(task: _Task, methods, progress: Callable[[int], None] | None = N
             forecasts.append(fc)
         scored_targets, scored = scoring_domain(task.domain, targets, forecasts)
         # one reference per window for every method: where the last observation, moved on, had heavy echo near
-        support = source_support(advected_last_input(inputs, task.n_out), pixel_km_of(task.frames))
+        support = source_support(advected_last_input(inputs, motion, task.n_out), pixel_km_of(task.frames))
         for acc, fc, scored_fc in zip(sums, forecasts, scored):
             acc.update(fc, targets, scored_fc, scored_targets, support)
         if progress is not None:

@@ -9,7 +9,6 @@ from . import postprocess, tiling
 from .checkpoint import load_model
 from .errors import NowcastError
 from .forecast_method import ForecastMethod
-from .motion import estimate_motion
 from .options import ModelOptions, check_pixels, check_smoothing
 from .runtime import autocast, autocast_dtype, resolve_device
 from .units import dbz_to_unit, unit_to_dbz
@@ -87,12 +86,10 @@ class ModelForecaster(ForecastMethod):
     def lagrangian(self) -> bool:
         return getattr(self.config, "frame", "eulerian") == "lagrangian"
 
-    def motion_field(self, inputs: np.ndarray) -> np.ndarray:
-        """The optical flow a Lagrangian model advects with, for (T, H, W) dBZ inputs: (2, H, W).
-
-        ``estimate_motion`` remembers recent fields by content, so methods scored on the same window share one.
-        """
-        return estimate_motion(np.asarray(inputs[-self.input_frames :], dtype=np.float32))
+    @property
+    def uses_motion(self) -> bool:
+        """A Lagrangian model advects along the inputs' optical flow; an Eulerian one needs none."""
+        return self.lagrangian
 
     def tiles_for(self, shape: tuple[int, int], n_out: int) -> list | None:
         """The tiles the network runs on for an (H, W) grid, or None for the whole grid."""
@@ -142,13 +139,13 @@ class ModelForecaster(ForecastMethod):
 
         return run
 
-    def _forecast_batch(self, batch: np.ndarray, n_out: int) -> np.ndarray:
-        return self._forecast_with(self._run, batch, n_out)
+    def _forecast_batch(self, batch: np.ndarray, n_out: int, motion: np.ndarray | None) -> np.ndarray:
+        return self._forecast_with(self._run, batch, n_out, motion)
 
-    def _forecast_with(self, run, batch: np.ndarray, n_out: int) -> np.ndarray:
-        """(B, n_out, H, W) dBZ from ``run`` (xb, vb, n_out) -> (forecast on [0, 1], where it has a source)."""
+    def _forecast_with(self, run, batch: np.ndarray, n_out: int, velocity: np.ndarray | None) -> np.ndarray:
+        """(B, n_out, H, W) dBZ from ``run`` (xb, vb, n_out) -> (forecast on [0, 1], where it has a source);
+        velocity: the inputs' (B, 2, H, W) flow for a Lagrangian model, else None."""
         x = dbz_to_unit(batch[:, -self.input_frames :])
-        velocity = np.stack([self.motion_field(b) for b in batch]) if self.lagrangian else None
         outs, valid = [], []
         with torch.inference_mode(), autocast(self.precision, self.device):
             for i in range(0, x.shape[0], self.batch_size):
@@ -172,16 +169,17 @@ class ModelForecaster(ForecastMethod):
                 forecast[i] = postprocess.lead_smoothing(window, self.lead_smoothing)
         return forecast
 
-    def predict_with_motion(self, inputs, n_out: int = 10):
-        """Forecasts (as ``self(inputs, n_out)``, but always on the whole grid) and the MotionGRU states as
-        numpy arrays.
+    def predict_with_motion(self, inputs, n_out: int = 10, motion=None):
+        """Forecasts (as ``self(inputs, n_out, motion)``, but always on the whole grid) and the MotionGRU states
+        as numpy arrays.
 
         motion: {"trend", "filter", "transient"} each (B, steps, n_gru, 18, h, w), without B for a
         single (T, H, W) input; layout and sign convention as documented in ``nowcast.nn.MotionRNN``.
         """
         batch, single = self._checked(inputs)
         captured: list = []
-        out = self._finish(self._forecast_with(self._capturing(captured), batch, int(n_out)), batch)
+        velocity = self._motion_of(batch, motion)
+        out = self._finish(self._forecast_with(self._capturing(captured), batch, int(n_out), velocity), batch)
         out = out[0] if single else out
         keys = ("trend", "filter", "transient") + (("flow",) if self.lagrangian else ())
         motion = {k: np.concatenate([c[k] for c in captured], 0) for k in keys}

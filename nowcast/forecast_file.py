@@ -19,6 +19,7 @@ from .errors import NowcastError
 from .geo import latlon
 from .netcdf import NO_FILL, float_field, minutes_since, origin_text, packed_dbz, write_dataset
 from .radar import time_step
+from .timeaxis import valid_times
 
 DBZ = "dBZ"
 RAIN_RATE = "mm/h"
@@ -41,7 +42,7 @@ def output_units(text: str | None, inputs: xr.DataArray | None = None) -> str:
 
 def forecast_times(inputs: xr.DataArray, leads: int) -> np.ndarray:
     """The valid times of leads 1..leads after a sequence: lead k at its last time + k x its regular step."""
-    return inputs["time"].values[-1] + time_step(inputs) * np.arange(1, leads + 1)
+    return valid_times(inputs["time"].values[-1], time_step(inputs), leads)
 
 
 def forecast_dataarray(values, inputs: xr.DataArray, method: str) -> xr.DataArray:
@@ -153,7 +154,7 @@ def to_cf_dataset(forecast: xr.DataArray, method: str, inputs: xr.DataArray | No
                   units: str = DBZ, postprocessing: str | None = None) -> xr.Dataset:
     """A CF-1.8 Dataset ready for netCDF, with packing, compression and fill values set.
 
-    postprocessing: what was done to the method's forecast (``methods.postprocessing_of``), recorded as the
+    postprocessing: what was done to the method's forecast (``ForecastMethod.postprocessing``), recorded as the
     global attribute ``nowcast_postprocessing``."""
     units = output_units(units)
     name, da = _data_variable(forecast, method, units)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .motion import estimate_motion, extrapolate
+from .motion import extrapolate
 from .units import DBZ_FLOOR
 
 HEAVY_DBZ = 40.0
@@ -25,14 +25,13 @@ SOURCE_DBZ = 35.0
 RADIUS_KM = 10.0
 
 
-def advected_last_input(inputs: np.ndarray, n_out: int) -> np.ndarray:
+def advected_last_input(inputs: np.ndarray, motion: np.ndarray, n_out: int) -> np.ndarray:
     """The last input frame of each (T, H, W) dBZ window of ``inputs`` (B, T, H, W), advected 1..n_out steps
-    along the window's optical flow (the flow extrapolation uses): (B, n_out, H, W), the floor where the
-    trajectory comes from beyond the grid or from no data."""
+    along the window's optical flow ``motion`` (B, 2, H, W) (the flow extrapolation uses): (B, n_out, H, W),
+    the floor where the trajectory comes from beyond the grid or from no data."""
     out = []
-    for window in np.asarray(inputs, dtype=np.float32):
-        velocity = torch.from_numpy(np.array(estimate_motion(window), dtype=np.float32))[None]  # a copy: the
-        # flow may come from motion.py's read-only cache
+    for window, flow in zip(np.asarray(inputs, dtype=np.float32), np.asarray(motion, dtype=np.float32)):
+        velocity = torch.from_numpy(np.ascontiguousarray(flow))[None]
         last = torch.from_numpy(np.where(np.isfinite(window[-1]), window[-1], DBZ_FLOOR).astype(np.float32))[None]
         frames, ok = extrapolate(last, velocity, int(n_out))
         out.append(torch.where(ok, frames, torch.full_like(frames, DBZ_FLOOR))[0].numpy())

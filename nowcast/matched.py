@@ -1,5 +1,4 @@
-"""Post-processing that wraps any forecast method (``ProbabilityMatched``), and what a method's forecast went
-through in words (``postprocessing_of``, the forecast file's ``nowcast_postprocessing``)."""
+"""Post-processing that wraps any forecast method: ``ProbabilityMatched``."""
 
 from __future__ import annotations
 
@@ -27,17 +26,15 @@ class ProbabilityMatched(ForecastMethod):
             raise AttributeError(attr)
         return getattr(self.inner, attr)
 
-    def _forecast_batch(self, batch, n_out):
-        forecast = self.inner(batch, n_out)
+    @property
+    def uses_motion(self) -> bool:
+        return self.inner.uses_motion
+
+    def _forecast_batch(self, batch, n_out, motion):
+        forecast = self.inner(batch, n_out, motion=motion)
         return np.stack([probability_match(fc, seq[-1]) for fc, seq in zip(forecast, batch)])
 
-
-def postprocessing_of(method: ForecastMethod) -> str:
-    """In words, what is done to a method's own forecast: a model's lead smoothing, probability matching."""
-    steps = []
-    smoothing = getattr(method, "lead_smoothing", 0.0)  # a model's (through a ProbabilityMatched wrapper too)
-    if smoothing:
-        steps.append(f"lead smoothing in linear Z, Gaussian sigma {smoothing:g} pixel(s) per lead")
-    if isinstance(method, ProbabilityMatched):
-        steps.append("probability matching to the last observation")
-    return "; ".join(steps) or "none"
+    def postprocessing(self) -> str:
+        inner = self.inner.postprocessing()
+        matching = "probability matching to the last observation"
+        return matching if inner == "none" else f"{inner}; {matching}"

@@ -29,7 +29,7 @@ from .baselines.extrapolation import Extrapolation, SmoothedExtrapolation
 from .baselines.persistence import Persistence
 from .errors import NowcastError, NowcastWarning
 from .forecast_method import ForecastMethod
-from .matched import ProbabilityMatched, postprocessing_of  # noqa: F401  (postprocessing_of: re-exported)
+from .matched import ProbabilityMatched
 from .options import ModelOptions, OptionError
 
 BUILTIN_METHODS = {

@@ -15,11 +15,9 @@ Everything in torch is batched, differentiable with respect to the advected fiel
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import math
 import warnings
-from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -28,7 +26,6 @@ import torch.nn.functional as F
 from .units import DBZ_FLOOR
 
 
-RECENT_FIELDS = 32  # motion fields remembered, so methods scored on the same windows estimate each once
 LK_CHUNK_PIXELS = 2**18  # pysteps interpolates the sparse LK vectors over this many pixels at a time
 
 
@@ -37,24 +34,13 @@ def estimate_motion(frames_dbz, method: str = "LK") -> np.ndarray:
 
     pysteps' dense Lucas-Kanade by default, with no data and no echo both at the floor (as the
     extrapolation baseline does). A sequence without trackable features gives a zero field.
-    The last RECENT_FIELDS results are remembered by content (a read-only array is returned).
+    Nothing is remembered: whoever builds a forecast's input estimates its flow once and passes it on
+    (``nowcast.forecast_io``).
     """
     frames = np.asarray(frames_dbz, dtype=np.float64)
     if frames.ndim != 3 or frames.shape[0] < 2:
         raise ValueError(f"motion needs frames shaped (T >= 2, H, W), got {frames.shape}")
-    key = (method, frames.shape, hashlib.sha1(np.ascontiguousarray(frames).tobytes()).hexdigest())
-    if key in _recent:
-        _recent.move_to_end(key)
-        return _recent[key]
-    velocity = _lucas_kanade(frames, method)
-    velocity.setflags(write=False)
-    _recent[key] = velocity
-    if len(_recent) > RECENT_FIELDS:
-        _recent.popitem(last=False)
-    return velocity
-
-
-_recent: OrderedDict = OrderedDict()
+    return _lucas_kanade(frames, method)
 
 
 def _lucas_kanade(frames: np.ndarray, method: str) -> np.ndarray:

@@ -19,8 +19,8 @@ import xarray as xr
 
 from .errors import NowcastError
 from .forecast_file import forecast_dataarray, output_units as parse_output_units, to_cf_dataset
+from .forecast_io import ForecastInput, ForecastOutput
 from .forecast_method import ForecastMethod
-from .matched import postprocessing_of
 from .methods import resolve
 from .options import ModelOptions
 from .radar import last_regular_frames, open_radar, time_step
@@ -37,7 +37,8 @@ class Forecast:
 
     dataset: the CF-1.8 Dataset the forecast file holds (``nowcast predict`` writes exactly this);
     frames: the forecast in dBZ (time, y, x) at its valid times, before any conversion to the file's units;
-    inputs: the whole sequence read; past: the frames the method read; units: the file's units (dBZ or mm/h).
+    inputs: the whole sequence read; past: the frames the method read; units: the file's units (dBZ or mm/h);
+    input, output: what the method read and gave (``forecast_io``: the motion, valid times, provenance).
     """
 
     dataset: xr.Dataset
@@ -46,11 +47,13 @@ class Forecast:
     past: xr.DataArray
     method: ForecastMethod
     units: str
+    input: ForecastInput
+    output: ForecastOutput
 
     @property
     def step_minutes(self) -> float:
         """The time step between frames, in minutes."""
-        return step_minutes(self.inputs)
+        return minutes(self.input.step) if self.input.step is not None else float("nan")
 
 
 def step_minutes(seq: xr.DataArray) -> float:
@@ -101,9 +104,12 @@ def run(seq: xr.DataArray, method: ForecastMethod, leads: int = 10, output_units
     check_leads(leads)
     units = parse_output_units(output_units, seq)
     past = last_regular_frames(seq, max(method.input_frames, 2), label)
-    frames = forecast_dataarray(method(past.values, leads), past, method.name)
-    dataset = to_cf_dataset(frames, method.name, seq, units=units, postprocessing=postprocessing_of(method))
-    return Forecast(dataset=dataset, frames=frames, inputs=seq, past=past, method=method, units=units)
+    inp = ForecastInput.from_sequence(past, motion=method.uses_motion)  # the flow, once, for whoever advects
+    out = method.forecast(inp, leads)
+    frames = forecast_dataarray(out.values, past, out.method)
+    dataset = to_cf_dataset(frames, out.method, seq, units=units, postprocessing=out.postprocessing)
+    return Forecast(dataset=dataset, frames=frames, inputs=seq, past=past, method=method, units=units, input=inp,
+                    output=out)
 
 
 def predict(source, *, method: str | None = None, model: str | None = None, leads: int = 10,

@@ -32,6 +32,11 @@ def regular_step(times) -> np.timedelta64 | None:
     return np.timedelta64(int(values[np.argmax(counts)]), "ns")
 
 
+def valid_times(last, step, leads: int) -> np.ndarray:
+    """The valid times of leads 1..leads after a frame at ``last``: last + k x step (datetime64[ns])."""
+    return np.datetime64(last, "ns") + np.timedelta64(step, "ns") * np.arange(1, int(leads) + 1)
+
+
 def minutes(step) -> float | None:
     """A time step in minutes (float); None stays None."""
     return None if step is None else float(step / MINUTE)

@@ -260,24 +260,6 @@ def _lk_module():
     return lucaskanade
 
 
-def reuse_flow(method, flow: PairwiseFlow | None = None) -> bool:
-    """Make `method` (a Lagrangian model, or extrapolation) take its optical flow from a PairwiseFlow.
-
-    Only this method object changes; True when it uses optical flow this way (other methods are left as they are).
-    """
-    from .baselines.extrapolation import Extrapolation
-
-    flow = PairwiseFlow() if flow is None else flow
-    inner = getattr(method, "inner", method)  # through a probability-matching wrapper
-    if getattr(inner, "lagrangian", False) and hasattr(inner, "motion_field"):
-        inner.motion_field = lambda inputs: flow(np.asarray(inputs[-inner.input_frames:], dtype=np.float32))
-        return True
-    if isinstance(inner, Extrapolation):
-        inner.motion = flow
-        return True
-    return False
-
-
 # ------------------------------------------------------------------------------------ frames in time order
 
 
@@ -377,7 +359,9 @@ class Watcher:
         self.needed = max(int(getattr(method, "input_frames", 1)), 2)
         self.frames = Frames(self.needed + EXTRA_FRAMES)
         self.feed = Feed(self.in_dir, pattern)
-        self.flow_reused = flow and reuse_flow(method)
+        # a method that advects gets its flow from here, each new frame adding one tracked pair
+        self.flow = PairwiseFlow() if flow and getattr(method, "uses_motion", False) else None
+        self.flow_reused = self.flow is not None
         self._inotify = _inotify(self.in_dir) if inotify else None
         self._renamed: set[str] = set()
         self._warned_gaps: set = set()
@@ -477,7 +461,10 @@ class Watcher:
         from .forecast_file import forecast_dataarray, output_units
 
         t0 = time.monotonic()
-        values = self.method(past.values, self.leads)
+        if self.flow is not None:
+            values = self.method(past.values, self.leads, motion=self.flow(past.values))
+        else:
+            values = self.method(past.values, self.leads)
         forecast = forecast_dataarray(values, past, self.method.name)
         t1 = time.monotonic()
         newest = past["time"].values[-1]
@@ -500,11 +487,11 @@ class Watcher:
     def _write(self, forecast, past, path: Path, units: str) -> None:
         """The forecast file (and its picture), then latest.nc: each atomically, latest last."""
         from .forecast_file import write_forecast
-        from .matched import postprocessing_of
 
+        describe = getattr(self.method, "postprocessing", None)
         try:
             write_forecast(forecast, path, method=self.method.name, inputs=past, overwrite=True, units=units,
-                           postprocessing=postprocessing_of(self.method))
+                           postprocessing=describe() if describe is not None else "none")
             if self.plot:
                 from .plots import plot_forecast_panels
 

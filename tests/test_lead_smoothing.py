@@ -154,10 +154,8 @@ def test_cli_option_reaches_the_forecast(tmp_path, checkpoint, capsys):
 
 
 def test_postprocessing_is_described(checkpoint):
-    from nowcast.matched import postprocessing_of
-
     path = str(checkpoint({"lead_smoothing_px": 0.5}))
-    assert postprocessing_of(resolve("persistence")) == "none"
-    assert postprocessing_of(resolve("model", path, lead_smoothing=0)) == "none"
-    assert postprocessing_of(resolve("model", path, prob_match=True)) == (
+    assert resolve("persistence").postprocessing() == "none"
+    assert resolve("model", path, lead_smoothing=0).postprocessing() == "none"
+    assert resolve("model", path, prob_match=True).postprocessing() == (
         "lead smoothing in linear Z, Gaussian sigma 0.5 pixel(s) per lead; probability matching to the last observation")

@@ -26,6 +26,7 @@ from nowcast.methods import (
 )
 from nowcast.options import ModelOptions, OptionError
 from nowcast.units import DBZ_FLOOR
+from nowcast.motion import estimate_motion
 
 TINY = dict(num_layers=2, hidden=8, kernel_size=3, patch_size=2, input_frames=3, output_frames=4)
 SPEED = 2  # pixels per frame, to the east
@@ -191,7 +192,7 @@ def test_extrapolation_leaves_rain_from_outside_the_domain_as_no_data():
     seq = moving_texture()
     forecast = Extrapolation()(seq, 5)
     # the same advection with pysteps filling the outside with the floor, as the method did before
-    velocity = Extrapolation.motion(seq)
+    velocity = estimate_motion(seq)
     assert velocity[0].mean() == pytest.approx(SPEED, abs=0.05)
     reference = pext.get_method("semilagrangian")(seq[-1].astype(np.float64), velocity, 5, outval=DBZ_FLOOR)
     for k in range(1, 6):

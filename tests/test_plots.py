@@ -297,10 +297,10 @@ def test_motion_field_speed_needs_pixel_size_and_time_step(tmp_path, seq):
 def test_motion_field_of_a_storm_moving_east(tmp_path):
     pytest.importorskip("pysteps")
     pytest.importorskip("cv2")
-    from nowcast.baselines.extrapolation import Extrapolation
+    from nowcast.motion import estimate_motion
 
     values = storm(n=4, h=40, w=48, dx=2)  # a storm moving 2 pixels to the east per frame
-    velocity = Extrapolation.motion(values)
+    velocity = estimate_motion(values)
     fig = plots.plot_motion_field(values[-1], velocity, tmp_path / "m.png", every=4)
     q = _motion_quiver(fig)
     near_storm = (np.abs(q.X - (12 + 2 * 3)) <= 6) & (np.abs(q.Y - 20) <= 6)

@@ -9,7 +9,6 @@ import numpy as np
 
 from ..forecast_method import ForecastMethod
 from ..units import DBZ_FLOOR, dbz_to_rainrate, rainrate_to_dbz
-from .extrapolation import Extrapolation
 from .pysteps_import import import_pysteps
 
 
@@ -28,17 +27,18 @@ class Anvil(ForecastMethod):
     ar_order = 2
     input_frames = ar_order + 2
     min_grid = 32  # a 6-level cascade needs a few wavelengths of room
+    uses_motion = True
 
     def __init__(self):
         self._anvil = import_pysteps("nowcasts").get_method("anvil")
 
-    def _forecast_one(self, seq: np.ndarray, n_out: int) -> np.ndarray:
+    def _forecast_one(self, seq: np.ndarray, velocity: np.ndarray, n_out: int) -> np.ndarray:
         frames = np.nan_to_num(seq[-self.input_frames:], nan=DBZ_FLOOR)
         rate = np.where(frames > DBZ_FLOOR, dbz_to_rainrate(frames), 0.0)  # the floor is no echo, not drizzle
-        velocity = Extrapolation.motion(seq).astype(np.float64)
+        velocity = np.asarray(velocity, dtype=np.float64)
         with contextlib.redirect_stdout(io.StringIO()), np.errstate(invalid="ignore", divide="ignore"):
             forecast = self._anvil(rate, velocity, n_out, ar_order=self.ar_order)
         return rainrate_to_dbz(forecast)
 
-    def _forecast_batch(self, batch, n_out):
-        return np.stack([self._forecast_one(seq, n_out) for seq in batch])
+    def _forecast_batch(self, batch, n_out, motion):
+        return np.stack([self._forecast_one(seq, velocity, n_out) for seq, velocity in zip(batch, motion)])

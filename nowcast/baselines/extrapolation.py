@@ -20,29 +20,24 @@ class Extrapolation(ForecastMethod):
     name = "extrapolation"
     input_frames = 3
     min_grid = 16  # Lucas-Kanade needs room for its feature windows
+    uses_motion = True
 
     def __init__(self, extrapolation: str = "semilagrangian"):
         self._extrapolate = import_pysteps("extrapolation").get_method(extrapolation)
 
-    @staticmethod
-    def motion(seq: np.ndarray) -> np.ndarray:
-        """(2, H, W) Lucas-Kanade velocity of a (T, H, W) dBZ sequence, pixels per step."""
-        from ..motion import estimate_motion  # imports torch: only when a forecast is made
-
-        return estimate_motion(seq)
-
-    def advect(self, seq: np.ndarray, n_out: int) -> np.ndarray:
-        """(n_out, H, W) advected last frame; NaN where the trajectory comes from beyond the grid."""
+    def advect(self, seq: np.ndarray, velocity: np.ndarray, n_out: int) -> np.ndarray:
+        """(n_out, H, W): the last frame of (T, H, W) dBZ advected along ``velocity`` (2, H, W); NaN where the
+        trajectory comes from beyond the grid."""
         last = np.nan_to_num(seq[-1], nan=DBZ_FLOOR).astype(np.float64)
-        return self._extrapolate(last, self.motion(seq), n_out, outval=np.nan)
+        return self._extrapolate(last, velocity, n_out, outval=np.nan)
 
-    def _forecast_one(self, seq: np.ndarray, n_out: int) -> np.ndarray:
-        return self.advect(seq, n_out)
+    def _forecast_one(self, seq: np.ndarray, velocity: np.ndarray, n_out: int) -> np.ndarray:
+        return self.advect(seq, velocity, n_out)
 
-    def _forecast_batch(self, batch, n_out):
+    def _forecast_batch(self, batch, n_out, motion):
         out = np.empty((batch.shape[0], n_out) + batch.shape[2:], dtype=np.float32)
-        for i, seq in enumerate(batch):
-            out[i] = self._forecast_one(seq, n_out)
+        for i, (seq, velocity) in enumerate(zip(batch, motion)):
+            out[i] = self._forecast_one(seq, velocity, n_out)
         return out
 
 
@@ -62,6 +57,6 @@ class SmoothedExtrapolation(Extrapolation):
         super().__init__()
         self.sigma_per_lead = float(sigma_per_lead)
 
-    def _forecast_one(self, seq, n_out):
-        smoothed = lead_smoothing(self.advect(seq, n_out), self.sigma_per_lead)
+    def _forecast_one(self, seq, velocity, n_out):
+        smoothed = lead_smoothing(self.advect(seq, velocity, n_out), self.sigma_per_lead)
         return probability_match(smoothed, seq[-1])

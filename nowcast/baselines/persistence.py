@@ -12,5 +12,5 @@ class Persistence(ForecastMethod):
 
     name = "persistence"
 
-    def _forecast_batch(self, batch, n_out):
+    def _forecast_batch(self, batch, n_out, motion):
         return np.repeat(batch[:, -1:], n_out, axis=1)

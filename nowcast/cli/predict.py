@@ -165,12 +165,14 @@ def _draw(result, observed, plot, animate, overwrite) -> None:
 
 
 def _motion_outputs(result, plot_motion, save_motion, overwrite) -> None:
-    """The optical-flow motion of the input frames: a quiver picture and/or a netCDF file."""
+    """The optical-flow motion of the input frames (the flow the method advected with, or estimated now for a
+    method that does not advect): a quiver picture and/or a netCDF file."""
     from ..forecast_file import write_motion
-    from ..motion import estimate_motion
 
-    with err.status("estimating the motion field ..."):
-        velocity = estimate_motion(result.past.values)
+    velocity = result.input.motion
+    if velocity is None:
+        with err.status("estimating the motion field ..."):
+            velocity = result.input.with_motion().motion
     last = result.past.isel(time=-1)
     step_min = result.step_minutes if np.isfinite(result.step_minutes) else None
     if plot_motion is not None:
