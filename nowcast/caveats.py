@@ -9,16 +9,18 @@ from __future__ import annotations
 STEP_TOLERANCE = 0.02
 
 
-def model_caveats(forecaster, n_out: int, step_minutes: float | None, is_default: bool) -> list[str]:
+def model_caveats(forecaster, n_out: int, step_minutes: float | None, is_default: bool | None = None) -> list[str]:
     """One sentence per caveat of running `forecaster` for `n_out` leads on input every `step_minutes`.
 
     Baselines (objects without a checkpoint's ``info``) have no caveats. For a trained model:
-    not the recommended default, leads past the ones it was trained for, another time step than its
-    training data (only when the checkpoint records its step).
+    not the recommended default (is_default None: as its checkpoint says), leads past the ones it was trained
+    for, another time step than its training data (only when the checkpoint records its step).
     """
     info = getattr(forecaster, "info", None)
     if not isinstance(info, dict):
         return []
+    if is_default is None:
+        is_default = (info.get("meta") or {}).get("default_method") is True
     name = getattr(forecaster, "name", "the model")
     notes = []
     if not is_default:

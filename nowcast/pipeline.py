@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import xarray as xr
 
+from .caveats import model_caveats
 from .errors import NowcastError
 from .forecast_file import forecast_dataarray, output_units as parse_output_units, to_cf_dataset
 from .forecast_io import ForecastInput, ForecastOutput
@@ -38,7 +40,9 @@ class Forecast:
     dataset: the CF-1.8 Dataset the forecast file holds (``nowcast predict`` writes exactly this);
     frames: the forecast in dBZ (time, y, x) at its valid times, before any conversion to the file's units;
     inputs: the whole sequence read; past: the frames the method read; units: the file's units (dBZ or mm/h);
-    input, output: what the method read and gave (``forecast_io``: the motion, valid times, provenance).
+    input, output: what the method read and gave (``forecast_io``: the motion, valid times, provenance);
+    caveats: what a forecaster should know about the method on this input (``caveats.model_caveats``);
+    step_minutes: the step between frames.
     """
 
     dataset: xr.Dataset
@@ -49,11 +53,8 @@ class Forecast:
     units: str
     input: ForecastInput
     output: ForecastOutput
-
-    @property
-    def step_minutes(self) -> float:
-        """The time step between frames, in minutes."""
-        return minutes(self.input.step) if self.input.step is not None else float("nan")
+    caveats: tuple[str, ...]
+    step_minutes: float
 
 
 def step_minutes(seq: xr.DataArray) -> float:
@@ -94,22 +95,28 @@ def read_source(source, reading: dict | None = None) -> xr.DataArray:
 
 
 def run(seq: xr.DataArray, method: ForecastMethod, leads: int = 10, output_units: str | None = None,
-        label=None) -> Forecast:
+        label=None, notes: Callable[[str], None] | None = None) -> Forecast:
     """Forecast ``leads`` frames after the sequence with ``method``, as the file ``nowcast predict`` writes.
 
     The method reads the last ``method.input_frames`` frames (at least 2, for the time step), which must be
     evenly spaced: a gap among them is refused (NowcastError naming ``label``), never bridged.
     output_units: dBZ or mm/h; None = the input's kind (rain rate in, rain rate out).
+    notes: called with each caveat about the method on this input before the forecast is computed (a long
+    one can take minutes); the caveats are in the result too.
     """
     check_leads(leads)
     units = parse_output_units(output_units, seq)
+    step = step_minutes(seq)
+    caveats = tuple(model_caveats(method, leads, step if np.isfinite(step) else None))
+    for line in caveats if notes is not None else ():
+        notes(line)
     past = last_regular_frames(seq, max(method.input_frames, 2), label)
     inp = ForecastInput.from_sequence(past, motion=method.uses_motion)  # the flow, once, for whoever advects
     out = method.forecast(inp, leads)
     frames = forecast_dataarray(out.values, past, out.method)
     dataset = to_cf_dataset(frames, out.method, seq, units=units, postprocessing=out.postprocessing)
     return Forecast(dataset=dataset, frames=frames, inputs=seq, past=past, method=method, units=units, input=inp,
-                    output=out)
+                    output=out, caveats=caveats, step_minutes=step)
 
 
 def predict(source, *, method: str | None = None, model: str | None = None, leads: int = 10,

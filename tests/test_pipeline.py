@@ -1,6 +1,7 @@
 """`nowcast.predict`: the library call gives the forecast file that `nowcast predict` writes."""
 
 import importlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,33 @@ def test_the_package_exports_the_entry_points():
     assert callable(nowcast.predict) and callable(nowcast.open_radar) and callable(nowcast.evaluate)
     module = importlib.import_module("nowcast.evaluate")  # the module stays importable by its name
     assert module.evaluate is nowcast.evaluate
+
+
+def _climbs_back_to_the_cli(args) -> list[str]:
+    """Every return from a library module into a CLI module while ``nowcast ARGS`` runs: the steps the command
+    sequences itself instead of the library."""
+    climbs = []
+
+    def watch(frame, event, _):
+        if event == "return" and frame.f_back is not None:
+            callee, caller = frame.f_globals.get("__name__", ""), frame.f_back.f_globals.get("__name__", "")
+            if callee.startswith("nowcast.") and not callee.startswith("nowcast.cli") and caller.startswith("nowcast.cli"):
+                climbs.append(f"{callee}.{frame.f_code.co_name}")
+
+    assert main(args) == 0  # once unwatched, so imports (torch, netCDF4...) are not profiled
+    sys.setprofile(watch)
+    try:
+        assert main(args) == 0
+    finally:
+        sys.setprofile(None)
+    return climbs
+
+
+def test_a_frames_walk_through_predict_climbs_back_to_the_cli_at_most_five_times(tmp_path):
+    # 11 before the pipeline moved into the library (commit ca38223, the same count): the command checked the
+    # spec, resolved, took the last frames, ran the method, wrapped, described and wrote the forecast itself
+    for method in ("persistence",):
+        climbs = _climbs_back_to_the_cli(["predict", str(SAMPLE), "--method", method, "-o", str(tmp_path / "f.nc"),
+                                          "--overwrite"])
+        assert climbs == ["nowcast.atomic.check_output_path", "nowcast.methods.resolve", "nowcast.radar.open_radar",
+                          "nowcast.pipeline.run", "nowcast.netcdf.write_dataset"], climbs

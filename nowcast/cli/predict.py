@@ -66,20 +66,20 @@ def predict(
     accumulation or 8-bit pixels.
     """
     from ..forecast_file import output_units as parse_output_units
-    from ..methods import check_spec, resolve
-    from ..options import ModelOptions
+    from ..methods import resolve
+    from ..pipeline import run
 
     _check_options(output, plot, animate, plot_motion, save_motion, truth, overwrite)
-    options = ModelOptions(device=device, precision=precision, tile_size=tile_size, lead_smoothing=lead_smoothing,
-                           prob_match=prob_match)
-    check_spec(method, model, options)
     if output_units is not None:
         parse_output_units(output_units)
+    # the method is checked and built (a model loaded, in about a second) before the radar is read
+    fc_method = resolve(method, model, device=device, precision=precision, tile_size=tile_size,
+                        lead_smoothing=lead_smoothing, prob_match=prob_match)
     seq = reading.open(inputs)
     label = input_label(inputs)
     observed = _truth_at(truth, _forecast_times(seq, leads, label), reading) if truth else None
-    fc_method = resolve(method, model, options)
-    result = _forecast(seq, fc_method, leads, output_units, label)
+    with err.status(f"forecasting {leads} frames with {fc_method.name} ..."):
+        result = run(seq, fc_method, leads, output_units, label, notes=note)  # the status line stays below the notes (one console)
     _write(result, output, overwrite)
     _draw(result, observed, plot, animate, overwrite)
     if plot_motion is not None or save_motion is not None:
@@ -119,16 +119,6 @@ def _truth_at(truth, times: np.ndarray, reading: Reading):
     return observed.sel(time=times)
 
 
-def _forecast(seq, fc_method, leads: int, output_units, label):
-    """The library's pipeline (``nowcast.pipeline.run``), with the model's caveats printed first."""
-    from ..pipeline import run, step_minutes
-
-    for line in _caveats(fc_method, leads, step_minutes(seq)):
-        note(line)
-    with err.status(f"forecasting {leads} frames with {fc_method.name} ..."):
-        return run(seq, fc_method, leads, output_units, label)
-
-
 def _write(result, output: Path, overwrite: bool) -> None:
     from ..netcdf import write_dataset
 
@@ -136,15 +126,6 @@ def _write(result, output: Path, overwrite: bool) -> None:
     times = result.frames.time.values
     say(f"wrote {output}: {times.size} frames of {result.method.name} forecast in {result.units}, "
         f"{str(times[0])[:16]} to {str(times[-1])[:16]} UTC (every {result.step_minutes:g} min)")
-
-
-def _caveats(fc_method, leads: int, step_min: float) -> list[str]:
-    from ..caveats import model_caveats
-
-    info = getattr(fc_method, "info", None)
-    is_default = isinstance(info, dict) and (info.get("meta") or {}).get("default_method") is True
-    step = step_min if np.isfinite(step_min) else None
-    return model_caveats(fc_method, leads, step, is_default)
 
 
 def _draw(result, observed, plot, animate, overwrite) -> None:
