@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .motion import displacements, estimate_motion, inside, warp
+from .lagrangian_transform import LagrangianTransform
+from .motion import estimate_motion
 from .units import DBZ_FLOOR
 
 CACHE_COARSEN = 4  # flow fields are stored at 1/4 of the grid's resolution
@@ -100,19 +101,16 @@ def cut_window(frames: np.ndarray, velocity_of, n_in: int, y0: int, x0: int, siz
     margin = min(MAX_MARGIN, int(math.ceil(speed * max(n_in - 1, n_out))) + 2)
     ry, rx, side = y0 - margin, x0 - margin, size + 2 * margin
     region = _padded_region(frames, ry, rx, side)
-    velocity = torch.from_numpy(velocity_of(ry, rx, side, side))[None]
-    # one displacement field per frame: past frames forward, future frames backward, the last input as it is
-    ahead = displacements(velocity, max(n_in - 1, 1))[0]
-    back = displacements(-velocity, n_out)[0] if n_out else ahead[:0]
-    disp = torch.cat([ahead[: n_in - 1].flip(0), torch.zeros_like(ahead[:1]), back], 0)
+    transform = LagrangianTransform(torch.from_numpy(velocity_of(ry, rx, side, side))[None], n_in, n_out)
     valid = np.isfinite(region)
-    # value and data mask warped together: a pixel has a source only if its trajectory stays on the region
+    values = torch.from_numpy(np.where(valid, region, DBZ_FLOOR).astype(np.float32))[None]
+    mask = torch.from_numpy(valid)[None]
+    # the data mask travels with the values: a pixel has a source only if its trajectory stays on the region
     # and all four neighbours it interpolates had data
-    fields = torch.from_numpy(np.stack([np.where(valid, region, DBZ_FLOOR), valid], 1).astype(np.float32))
-    warped = warp(fields, disp)
-    warped[n_in - 1] = fields[n_in - 1]  # the last input is the reference frame: exactly itself
-    ok = inside(disp) & (warped[:, 1] > 0.999)
-    out = torch.where(ok, warped[:, 0], torch.full_like(warped[:, 0], float("nan")))
+    past, past_ok = transform.past(values[:, :n_in], mask[:, :n_in])
+    future, future_ok = transform.future(values[:, n_in:], mask[:, n_in:])
+    ok = torch.cat([past_ok, future_ok], 1)[0]
+    out = torch.cat([past, future], 1)[0].masked_fill(~ok, float("nan"))
     return out[:, margin : margin + size, margin : margin + size].numpy()
 
 
