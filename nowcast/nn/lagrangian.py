@@ -47,7 +47,8 @@ class LagrangianFrame:
                                    return_motion=return_motion)
         n_out = self.config.output_frames if n_out is None else int(n_out)
         self._check_frames(frames)
-        transform = LagrangianTransform(motion, frames.shape[1], max(n_out, 0 if truth is None else truth.shape[1]))
+        n_truth = 0 if truth is None else truth.shape[1]  # the contract lets truth run past n_out
+        transform = LagrangianTransform(motion, frames.shape[1], max(n_out, n_truth))
         if truth is not None:
             truth, _ = transform.future(truth)  # the truth in the frame the network forecasts in
         states = []
