@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -251,6 +252,21 @@ class SamplerConfig:
                 bad(f"{name} must lie in [0, 1], got {v}")
 
 
+class Draw(NamedTuple):
+    """Where a drawn window lies: sequence, first frame, frame stride, crop corner and size (native pixels),
+    coarsening factor, rotation (quarter turns) and flip."""
+
+    seq: SeqData
+    t0: int
+    stride: int
+    y0: int
+    x0: int
+    size: int
+    factor: int
+    rot: int
+    flip: bool
+
+
 class WindowSampler:
     """Random training windows from sequences; deterministic given the seed, resumable.
 
@@ -376,18 +392,18 @@ class WindowSampler:
         frames = coarsen_dbz(frames, factor)
         frames = dihedral(frames, rot, flip)
         info = dict(sequence=seq.name, start=t0, stride=stride, factor=factor, y=y0, x=x0, rot=rot, flip=flip)
-        return frames, info, (seq, t0, stride, y0, x0, size, factor, rot, flip)
+        return frames, info, Draw(seq, t0, stride, y0, x0, size, factor, rot, flip)
 
-    def _lagrangian_window(self, seq: SeqData, t0: int, stride: int, y0: int, x0: int, size: int, factor: int,
-                           rot: int, flip: bool) -> np.ndarray:
+    def _lagrangian_window(self, draw: Draw) -> np.ndarray:
         """The drawn window cut again in Lagrangian coordinates (only for accepted windows: it costs more)."""
         from .lagrangian_windows import cut_window
 
         cache = self.motion_cache
-        coarse = cache.coarse(seq.frames, t0, stride, self.config.n_in)
-        frames = cut_window(seq.frames[t0 : t0 + self._span(stride) : stride],
-                            lambda y, x, h, w: cache.region(coarse, y, x, h, w), self.config.n_in, y0, x0, size)
-        return dihedral(coarsen_dbz(frames, factor), rot, flip)
+        coarse = cache.coarse(draw.seq.frames, draw.t0, draw.stride, self.config.n_in)
+        frames = cut_window(draw.seq.frames[draw.t0 : draw.t0 + self._span(draw.stride) : draw.stride],
+                            lambda y, x, h, w: cache.region(coarse, y, x, h, w), self.config.n_in,
+                            draw.y0, draw.x0, draw.size)
+        return dihedral(coarsen_dbz(frames, draw.factor), draw.rot, draw.flip)
 
     def _acceptable(self, frames: np.ndarray, rng: np.random.Generator) -> bool:
         c = self.config
@@ -403,15 +419,15 @@ class WindowSampler:
 
     def _sample(self, rng: np.random.Generator, return_info: bool) -> dict:
         """Draw one training window with ``rng`` (see the class docstring)."""
-        frames, info, where = None, None, None
+        frames, info, draw = None, None, None
         for _ in range(max(1, self.config.max_tries)):
             # acceptance looks at the plain crop, which holds about the same echo as its Lagrangian version
-            frames, info, where = self._draw_window(rng)
+            frames, info, draw = self._draw_window(rng)
             if self._acceptable(frames, rng):
                 break
             self.rejected += 1
         if self.config.frame == "lagrangian":
-            frames = self._lagrangian_window(*where)
+            frames = self._lagrangian_window(draw)
         if self.config.intensity_offset_db > 0:
             frames = shift_intensity(frames, rng.uniform(-1.0, 1.0) * self.config.intensity_offset_db)
         self.count += 1

@@ -91,12 +91,13 @@ def _sample(field: torch.Tensor, coords: torch.Tensor, padding: str) -> torch.Te
     return F.grid_sample(field, grid, mode="bilinear", padding_mode=padding, align_corners=True)
 
 
-def displacements(velocity: torch.Tensor, steps: int) -> torch.Tensor:
+def displacements(velocity: torch.Tensor, steps: int, start: torch.Tensor | None = None) -> torch.Tensor:
     """Upstream displacements D_1..D_steps of backward semi-Lagrangian advection.
 
     velocity: (B, 2, H, W) pixels per step -> (B, steps, 2, H, W). Follows pysteps' scheme: at each
     step the velocity is read at the midpoint of the step's path, and the velocity beyond the grid is
-    that of the nearest edge pixel.
+    that of the nearest edge pixel. ``start``: D_k (B, 2, H, W) to continue from, giving D_k+1..D_k+steps
+    (the same values a longer run from the start gives: the step's state is a function of D_k alone).
     """
     if velocity.dim() != 4 or velocity.shape[1] != 2:
         raise ValueError(f"velocity must be (B, 2, H, W), got {tuple(velocity.shape)}")
@@ -104,15 +105,18 @@ def displacements(velocity: torch.Tensor, steps: int) -> torch.Tensor:
         velocity = velocity.float()
         b, _, h, w = velocity.shape
         xy = _pixel_grid(h, w, velocity).unsqueeze(0)
-        disp = torch.zeros_like(velocity)
-        increment = velocity
+        if start is None:
+            disp, increment = torch.zeros_like(velocity), velocity
+        else:
+            disp = start.float()
+            increment = _sample(velocity, xy + disp, "border")
         out = []
         for _ in range(int(steps)):
             increment = _sample(velocity, xy + disp - increment / 2.0, "border")
             disp = disp - increment
             increment = _sample(velocity, xy + disp, "border")
             out.append(disp)
-        return torch.stack(out, 1)
+        return torch.stack(out, 1) if out else velocity.new_zeros(b, 0, 2, h, w)
 
 
 def inside(disp: torch.Tensor, tolerance: float = 1e-4) -> torch.Tensor:
@@ -147,13 +151,14 @@ def extrapolate(frame: torch.Tensor, velocity: torch.Tensor, steps: int) -> tupl
     return out, inside(disp)
 
 
-def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads,
-                  disp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads, disp: torch.Tensor | None = None,
+                  valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Advect frame j of (B, N, H, W) by ``leads[j]`` steps of ``velocity`` (B, 2, H, W) (0 = unchanged).
 
-    Returns the advected frames and where they have a source on the grid (bool, same shape). The three uses:
-    past frames into Lagrangian coordinates (leads N-1 .. 0), a Lagrangian forecast back onto the grid
-    (leads 1 .. N), and observed future frames into Lagrangian coordinates (``-velocity``, leads 1 .. N).
+    Returns the advected frames and where they have a source (bool, same shape): the trajectory stays on
+    the grid and, given ``valid`` (B, N, H, W: where the frames have data), the four pixels it interpolates
+    all had data (the mask is warped with the values). ``nowcast.lagrangian_transform`` says which leads
+    and which sign of the velocity each use of the Lagrangian frame takes.
     ``disp``: ``displacements(velocity, S)`` with S >= max(leads), when the caller has them already (one set
     serves the past frames and the forecast). Frames are warped one at a time, so a large grid never holds
     every lead's sampling grid at once.
@@ -166,16 +171,20 @@ def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads,
     b, n, h, w = frames.shape
     most = max(leads)
     if disp is None:
-        disp = displacements(velocity, most) if most else velocity.new_zeros(b, 0, 2, h, w)
+        disp = displacements(velocity, most)
     elif disp.shape[1] < most:
         raise ValueError(f"{disp.shape[1]} displacement steps for a lead of {most}")
     # lead 0 is the identity: a zero displacement
     disp = torch.cat([velocity.new_zeros(b, 1, 2, h, w).float(), disp[:, :most].float()], 1)[:, leads]
+    fields = frames.unsqueeze(2) if valid is None else torch.stack([frames, valid.to(frames.dtype)], 2)
     # lead 0 exactly unchanged (the bilinear round trip through normalised coordinates is not bit-exact)
-    warped = {j: warp(frames[:, j], disp[:, j]) for j, k in enumerate(leads) if k != 0}
+    warped = {j: warp(fields[:, j], disp[:, j]) for j, k in enumerate(leads) if k != 0}
     dtype = next(iter(warped.values())).dtype if warped else frames.dtype
-    out = [warped[j] if j in warped else frames[:, j].to(dtype) for j in range(n)]
-    return torch.stack(out, 1), inside(disp)
+    out = torch.stack([warped[j] if j in warped else fields[:, j].to(dtype) for j in range(n)], 1)
+    source = inside(disp)
+    if valid is not None:
+        source = source & (out[:, :, 1] > 0.999)  # every pixel interpolated had data (up to rounding)
+    return out[:, :, 0], source
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import motion as advection
+from ..lagrangian_transform import LagrangianTransform
 from .config import ModelConfig
 from .motionrnn import MotionRNN
 
@@ -27,7 +27,8 @@ class LagrangianFrame:
 
     ``model(frames, n_out, motion=V)``: frames (B, T, H, W) on the [0, 1] scale in ordinary (Eulerian)
     coordinates and V (B, 2, H, W) -> forecasts (B, n_out, H, W) on the grid; pixels whose trajectory
-    comes from beyond the grid are the floor there (``nowcast.motion.advect_frames`` tells where).
+    comes from beyond the grid are the floor there (``around_network`` tells where). Both ways go through
+    ``nowcast.lagrangian_transform.LagrangianTransform``, the one the training windows are cut with.
     Without ``motion`` the frames are taken to be in Lagrangian coordinates already and the Lagrangian
     forecast K is returned: that is how training uses it (the sampler cuts Lagrangian windows, so the
     loss is taken in the frame where the network works; ``truth`` must then be Lagrangian too).
@@ -45,8 +46,11 @@ class LagrangianFrame:
             return super().forward(frames, n_out, truth=truth, sampling_mask=sampling_mask,
                                    return_motion=return_motion)
         n_out = self.config.output_frames if n_out is None else int(n_out)
+        self._check_frames(frames)
+        n_truth = 0 if truth is None else truth.shape[1]  # the contract lets truth run past n_out
+        transform = LagrangianTransform(motion, frames.shape[1], max(n_out, n_truth))
         if truth is not None:
-            truth, _ = advection.advect_frames(truth, -motion, range(1, truth.shape[1] + 1))
+            truth, _ = transform.future(truth)  # the truth in the frame the network forecasts in
         states = []
 
         def network(lagrangian):
@@ -57,7 +61,7 @@ class LagrangianFrame:
                 states.append(motion_states)
             return res
 
-        out, _ = self.around_network(frames, motion, n_out, network)
+        out, _ = self._around(transform, frames, network)
         return (out, states[0]) if return_motion else out
 
     def around_network(self, frames, motion, n_out: int, network):
@@ -65,12 +69,18 @@ class LagrangianFrame:
         ``network`` (Lagrangian frames -> Lagrangian forecast (B, n_out, H, W)), and advect each forecast frame
         out by its lead. Returns (forecast on the grid, where it has a source). One set of trajectories serves
         both ways; the forecaster passes a tiled ``network`` on large grids."""
+        self._check_frames(frames)
+        return self._around(LagrangianTransform(motion, frames.shape[1], n_out), frames, network)
+
+    @staticmethod
+    def _around(transform: LagrangianTransform, frames, network):
+        lagrangian, _ = transform.past(frames)
+        return transform.to_grid(network(lagrangian))
+
+    @staticmethod
+    def _check_frames(frames) -> None:
         if frames.dim() != 4:
             raise ValueError(f"a lagrangian model reads (B, T, H, W) frames, got {tuple(frames.shape)}")
-        steps = frames.shape[1]
-        disp = advection.displacements(motion, max(n_out, steps - 1))
-        lagrangian, _ = advection.advect_frames(frames, motion, range(steps - 1, -1, -1), disp=disp)
-        return advection.advect_frames(network(lagrangian), motion, range(1, n_out + 1), disp=disp)
 
 
 class LagrangianMotionRNN(LagrangianFrame, MotionRNN):
