@@ -319,9 +319,9 @@ def _replace_section(name: str, section, changes: dict):
         _bad(f"[{name}]: {exc}")
 
 
-# flat names -> dotted keys: the short spelling of a setting in code (``TrainConfig.from_flat(lr=1e-3)``), --set
-# and TOML files. They are the fields of the single-level TrainConfig the sections replaced ("amp" is the old
-# name of run.precision); the command line's options map to dotted keys themselves (cli/train.py's OPTIONS).
+# flat names -> dotted keys: a setting's short spelling in code (``TrainConfig.from_flat(lr=1e-3)``), in --set
+# and in TOML files: its field name, with val_ or synthetic_ in front in those sections ("amp": the older name of
+# run.precision). The command line's options name their dotted keys themselves (cli/train.py's OPTIONS).
 FLAT_NAMES = {
     **{k: f"run.{k}" for k in ("out", "device", "precision", "deterministic", "checkpoint_every", "log_every",
                                "resume", "init_from", "overwrite", "loader_workers", "motion_cache")},
