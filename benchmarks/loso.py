@@ -55,9 +55,11 @@ def run_dir(runs: Path, recipe: str, net: str, seed: int, held_out: str) -> Path
 
 def command(radar_dir: Path, out: Path, recipe: str, net: str, seed: int, held_out: str, iterations: int) -> list[str]:
     resume = ["--resume"] if (out / "train_state.pt").exists() else []
+    # every run reads the one flow cache of the runs folder (`loso.py flows` fills it up front)
+    shared_flow = ["--motion-cache", str(out.parent / "motion_cache")]
     return ([sys.executable, "-m", "nowcast", "train", *train_files(radar_dir, held_out), "--out", str(out),
              *BASE, *RECIPES[recipe], *NETS[net], "--seed", str(seed), "--iterations", str(iterations)]
-            + resume)
+            + shared_flow + resume)
 
 
 def finished(out: Path, iterations: int) -> bool:
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
         return 0
     if args.action == "flows":
         return precompute_flows(args.radar_dir, args.runs / "motion_cache", args.service or list(SERVICES))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NOWCAST_MOTION_CACHE": str(args.runs / "motion_cache")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def run(job):
         out = run_dir(args.runs, *job)

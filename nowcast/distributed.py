@@ -1,8 +1,8 @@
 """Training in several processes under torchrun: who this process is, and the few collectives the loop needs.
 
 torchrun starts one process per GPU (or per CPU worker) and tells each its place through the environment
-(RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT). Without torchrun every function here is a no-op
-for a world of one, so the training loop calls them unconditionally.
+(RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), read here alone. Without torchrun
+every function here is a no-op for a world of one, so the training loop calls them unconditionally.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Team:
     rank: int = 0
     local_rank: int = 0
     world: int = 1
+    local_world: int = 1  # processes of the team on this machine (they share its cores)
 
     @property
     def enabled(self) -> bool:
@@ -56,7 +57,7 @@ def team_from_environment() -> Team:
     local = _env_int("LOCAL_RANK", rank)
     if world < 1 or not 0 <= rank < world:
         raise NowcastError(f"RANK={rank} does not fit WORLD_SIZE={world}")
-    return Team(rank=rank, local_rank=local, world=world)
+    return Team(rank=rank, local_rank=local, world=world, local_world=max(1, _env_int("LOCAL_WORLD_SIZE", 1)))
 
 
 def process_device(team: Team, device: torch.device) -> torch.device:

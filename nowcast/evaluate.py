@@ -20,12 +20,11 @@ each method forecasts the same: a torch model does when workers run as many torc
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 import pickle
-import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -262,30 +261,28 @@ def _score_task(task: _Task, methods, progress: Callable[[int], None] | None = N
     return _Partial(sums, seconds, len(task.starts))
 
 
-_BUILT: dict = {}  # methods built in this worker process, by spec: a model loads once per worker
+@functools.lru_cache(maxsize=None)
+def _built_method(spec: MethodSpec):
+    """The method ``spec`` builds, built once per process and kept for its life: a worker scores many chunks,
+    and a model is loaded once per worker process, not once per chunk (``_built_method.cache_info()``)."""
+    return spec.build()
 
 
 def _limit_torch_threads(n: int | None) -> None:
-    """n torch threads in this process, without importing torch for methods that never use it."""
+    """n torch threads in this process, set through torch itself: the library writes no process-wide
+    environment (OMP_NUM_THREADS), and scoring loads torch anyway (``nowcast.invented`` advects with it)."""
     if n is None:
         return
-    torch = sys.modules.get("torch")
-    if torch is None:
-        os.environ["OMP_NUM_THREADS"] = str(n)  # torch reads it when first imported
-    elif torch.get_num_threads() != n:
+    import torch
+
+    if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
 
 def _run_task(task: _Task) -> _Partial:
     """A worker's entry point (module level, so spawned processes and dask workers can import it)."""
     _limit_torch_threads(task.torch_threads)
-    methods = []
-    for m in task.methods:
-        if isinstance(m, MethodSpec):
-            if m not in _BUILT:
-                _BUILT[m] = m.build()
-            m = _BUILT[m]
-        methods.append(m)
+    methods = [_built_method(m) if isinstance(m, MethodSpec) else m for m in task.methods]
     return _score_task(task, methods)
 
 
@@ -293,22 +290,36 @@ def _run_task(task: _Task) -> _Partial:
 # running the chunks
 
 
-def _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names, chunks: int | None,
-          torch_threads=None, domain: str = "observed") -> list[_Task]:
+@dataclass(frozen=True)
+class _TaskSettings:
+    """What every task of one evaluation shares (the fields of ``_Task`` beyond its windows)."""
+
+    n_in: int
+    n_out: int
+    batch_size: int
+    thresholds: tuple[float, ...]
+    methods: tuple
+    names: tuple[str, ...]
+    torch_threads: int | None = None
+    domain: str = "observed"
+
+
+def _plan(window_sets, settings: _TaskSettings, chunks: int | None) -> list[_Task]:
     """The windows cut into tasks in the order one process scores them: per sequence, whole batches
     (so each batch holds the same windows however many chunks there are); chunks None: one per sequence."""
+    batch_size = settings.batch_size
     total = sum(ws.count for _, ws in window_sets)
     per_chunk = total if chunks is None else max(1, math.ceil(total / chunks))
     per_chunk = batch_size * math.ceil(per_chunk / batch_size)
-    length = n_in + n_out
+    length = settings.n_in + settings.n_out
+    shared = {f.name: getattr(settings, f.name) for f in fields(settings)}  # shallow: methods are not copied
     tasks = []
     for data_name, ws in window_sets:
         for i in range(0, ws.count, per_chunk):
             starts = ws.starts[i:i + per_chunk]
             first = int(starts[0])
             frames = ws.seq.isel(time=slice(first, int(starts[-1]) + length))
-            tasks.append(_Task(data_name, frames, tuple(int(s) - first for s in starts), n_in, n_out, batch_size,
-                               thresholds, tuple(methods), tuple(names), torch_threads, domain))
+            tasks.append(_Task(data_name, frames, tuple(int(s) - first for s in starts), **shared))
     return tasks
 
 
@@ -506,20 +517,18 @@ def evaluate(
     window_sets = _window_sets(sequences, n_in, n_out, stride)
     total = sum(ws.count for _, ws in window_sets)
     bar = _Progress(progress, total)
-    threads = torch_threads if torch_threads is not None or not parallel else 1
+    # workers run one torch thread unless told; this process keeps its own
+    threads = (1 if torch_threads is None else torch_threads) if parallel else None
+    settings = _TaskSettings(n_in, n_out, batch_size, thresholds, tuple(methods), tuple(names), threads, domain)
     if not parallel:
-        tasks = _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names, None, domain=domain)
-        partials = [_score_task(task, methods, bar) for task in tasks]
+        partials = [_score_task(task, methods, bar) for task in _plan(window_sets, settings, None)]
     elif scheduler is None:
-        tasks = _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names,
-                      CHUNKS_PER_WORKER * workers, threads, domain)
-        partials = _run_pool(tasks, int(workers), bar)
+        partials = _run_pool(_plan(window_sets, settings, CHUNKS_PER_WORKER * workers), int(workers), bar)
     else:
         owned = isinstance(scheduler, str)
         client = connect_scheduler(scheduler) if owned else scheduler
         try:
-            tasks = _plan(window_sets, n_in, n_out, batch_size, thresholds, methods, names,
-                          CHUNKS_PER_WORKER * _cluster_slots(client), threads, domain)
+            tasks = _plan(window_sets, settings, CHUNKS_PER_WORKER * _cluster_slots(client))
             partials = _run_dask(tasks, client, bar)
         finally:
             if owned:

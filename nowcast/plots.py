@@ -355,6 +355,17 @@ def plot_forecast_panels(
             if i < available:
                 t = None if t_fc is None else t_fc[i]
                 panels.append((row, col, _frame(source, i), title(kind, lead_minutes(i), t)))
+    _draw_panels(fig, axes, panels, geog, units)
+    start = f" from {_when(t_ref)}" if t_ref is not None else ""
+    fig.suptitle(f"{method} nowcast{start}, every {step:g} min", fontsize="large")
+    _save(fig, path, overwrite)
+    return fig
+
+
+def _draw_panels(fig, axes, panels, geog: dict | None, units: str) -> None:
+    """Each (row, col, field, title) panel in its place, the unused ones hidden, graticule labels on the
+    outer panels, one colour bar and the legend."""
+    nrows = axes.shape[0]
     last_col = {row: max(c for r, c, _, _ in panels if r == row) for row in range(nrows) if any(r == row for r, *_ in panels)}
     im = None
     for row, col, field, text in panels:
@@ -372,10 +383,6 @@ def plot_forecast_panels(
     add_colorbar(fig, im, ax=visible, shrink=0.8, units=units)
     handles = _legend_handles(geog, units)
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small", frameon=False)
-    start = f" from {_when(t_ref)}" if t_ref is not None else ""
-    fig.suptitle(f"{method} nowcast{start}, every {step:g} min", fontsize="large")
-    _save(fig, path, overwrite)
-    return fig
 
 
 def _clock(t) -> str:
@@ -607,6 +614,35 @@ def _as_float_list(values) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
 
 
+def _lead_step(raw_step) -> tuple[float, str]:
+    """(minutes per lead, "min"); sequences pooled with different time steps: (1, "frames")."""
+    if isinstance(raw_step, (list, tuple)):
+        # sequences with different time steps were pooled: lead minutes differ, so count frames
+        steps = {float(s) for s in raw_step}
+        return (steps.pop(), "min") if len(steps) == 1 else (1.0, "frames")
+    return float(raw_step), "min"
+
+
+def _thresholds_in(methods: dict, scores) -> list:
+    """The thresholds the first categorical score holds (for a result that does not list them)."""
+    for res in methods.values():
+        for s in scores:
+            table = res.get(f"{s}_per_lead")
+            if isinstance(table, dict):
+                return sorted(table, key=float)
+    return []
+
+
+def _most_leads(methods: dict, scores) -> int:
+    n_leads = 1
+    for res in methods.values():
+        for s in scores:
+            table = res.get(f"{s}_per_lead")
+            for vals in (table.values() if isinstance(table, dict) else [table] if table is not None else []):
+                n_leads = max(n_leads, len(vals or []))
+    return n_leads
+
+
 def plot_score_curves(
     result,
     path,
@@ -626,31 +662,11 @@ def plot_score_curves(
     methods = result.get("results") or {}
     if not methods:
         raise NowcastError("the result has no methods to plot")
-    raw_step = result.get("time_step_minutes") or DEFAULT_STEP_MINUTES
-    if isinstance(raw_step, (list, tuple)):
-        # sequences with different time steps were pooled: lead minutes differ, so count frames
-        steps = {float(s) for s in raw_step}
-        step, lead_unit = (steps.pop(), "min") if len(steps) == 1 else (1.0, "frames")
-    else:
-        step, lead_unit = float(raw_step), "min"
-    thresholds = list(result.get("thresholds_dbz") or [])
-    if not thresholds:  # fall back to whatever thresholds the first categorical score holds
-        for res in methods.values():
-            for s in scores:
-                table = res.get(f"{s}_per_lead")
-                if isinstance(table, dict):
-                    thresholds = sorted(table, key=float)
-                    break
-            if thresholds:
-                break
+    step, lead_unit = _lead_step(result.get("time_step_minutes") or DEFAULT_STEP_MINUTES)
+    thresholds = list(result.get("thresholds_dbz") or []) or _thresholds_in(methods, scores)
     ncols = max(len(thresholds), 1)
     rows = list(scores)
-    n_leads = 1
-    for res in methods.values():
-        for s in scores:
-            table = res.get(f"{s}_per_lead")
-            for vals in (table.values() if isinstance(table, dict) else [table] if table is not None else []):
-                n_leads = max(n_leads, len(vals or []))
+    n_leads = _most_leads(methods, scores)
     fig = _new_figure(3.6 * ncols + 0.5, 2.8 * len(rows) + 0.6, dpi)
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     handles = {}
@@ -753,6 +769,43 @@ def _draw_arrows(ax, px, py, fields, spacing: float, key_units: str, labels) -> 
     ax.figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
 
 
+def _trend_figure(data, xs, ys, title: str | None, dpi: float):
+    """(figure, axes) with the reflectivity drawn, its colour bar and the title; room for the arrow key."""
+    fig = _new_figure(7.0, 6.2, dpi)
+    ax = fig.add_subplot()
+    im = plot_frame(ax, data, x=xs, y=ys)
+    ax.set_title(" ", fontsize="small")  # an empty line above the picture: the arrow key's place in the layout
+    if title:
+        fig.suptitle(title)
+    add_colorbar(fig, im, ax=ax, shrink=0.85)
+    return fig, ax
+
+
+def _arrow_centres(grid_shape, field_shape, every: int):
+    """(columns, rows) of the arrows, meshed: the centres of the every x every blocks of the motion grid, in
+    the field's fractional pixel indices."""
+    (h, w), (H, W) = grid_shape, field_shape
+    bh, bw = _block_mean(np.ones((h, w)), every).shape
+    j = (np.arange(bw) * every + (np.minimum(np.arange(bw) * every + every, w) - np.arange(bw) * every) / 2.0)
+    i = (np.arange(bh) * every + (np.minimum(np.arange(bh) * every + every, h) - np.arange(bh) * every) / 2.0)
+    col = j * (W / w) - 0.5
+    row = i * (H / h) - 0.5
+    return np.meshgrid(col, row)
+
+
+def _arrow_places(xs, ys, field_shape, cc, rr, block_pixels: float, units_label: str):
+    """(x, y, spacing, the key's unit) of the arrows: in km with coordinates (xs None: in pixels).
+    block_pixels: the width of an arrow's block in field pixels."""
+    if xs is None:
+        return cc.ravel(), rr.ravel(), block_pixels, units_label
+    H, W = field_shape
+    left, right, _, _ = _extent_origin(xs, ys, field_shape)[0]
+    px = (xs[0] + (cc.ravel()) * ((xs[-1] - xs[0]) / max(W - 1, 1))) / 1000.0
+    py = (ys[0] + (rr.ravel()) * ((ys[-1] - ys[0]) / max(H - 1, 1))) / 1000.0
+    spacing = block_pixels * abs(right - left) / W
+    return px, py, spacing, "km per step" if units_label == "pixels per step" else units_label
+
+
 def plot_trend(
     field_dbz,
     dx,
@@ -794,27 +847,14 @@ def plot_trend(
         raise NowcastError(f"plot_trend needs a 2-D field and 2-D dx, dy of one shape, got {data.shape}, {ddx.shape}, {ddy.shape}")
     xs, ys = _coord(field_dbz, "x", x), _coord(field_dbz, "y", y)
     km_mode = xs is not None and ys is not None
-    H, W = data.shape
+    W = data.shape[1]
     h, w = ddx.shape
     if every is None:
         every = max(1, int(round(max(h, w) / 20.0)))
     every = max(1, int(every))
 
-    fig = _new_figure(7.0, 6.2, dpi)
-    ax = fig.add_subplot()
-    im = plot_frame(ax, data, x=xs, y=ys)
-    ax.set_title(" ", fontsize="small")  # an empty line above the picture: the arrow key's place in the layout
-    if title:
-        fig.suptitle(title)
-    add_colorbar(fig, im, ax=ax, shrink=0.85)
-
-    # Arrow positions: centres of the blocks, in the field's fractional pixel indices.
-    bh, bw = _block_mean(np.ones((h, w)), every).shape
-    j = (np.arange(bw) * every + (np.minimum(np.arange(bw) * every + every, w) - np.arange(bw) * every) / 2.0)
-    i = (np.arange(bh) * every + (np.minimum(np.arange(bh) * every + every, h) - np.arange(bh) * every) / 2.0)
-    col = j * (W / w) - 0.5
-    row = i * (H / h) - 0.5
-    cc, rr = np.meshgrid(col, row)
+    fig, ax = _trend_figure(data, xs, ys, title, dpi)
+    cc, rr = _arrow_centres((h, w), data.shape, every)
 
     # Components in plot space.  "Up" is +y in km mode (extent puts larger y on top); in pixel mode the
     # axis is the row, which increases downwards.
@@ -829,17 +869,8 @@ def plot_trend(
             return u, north_up
         return u, -north_up  # rows increase southwards
 
-    if km_mode:
-        extent, _ = _extent_origin(xs, ys, data.shape)
-        left, right, bottom, top = extent
-        px = (xs[0] + (cc.ravel()) * ((xs[-1] - xs[0]) / max(W - 1, 1))) / 1000.0
-        py = (ys[0] + (rr.ravel()) * ((ys[-1] - ys[0]) / max(H - 1, 1))) / 1000.0
-        spacing = every * (W / w) * abs(right - left) / W
-        key_units = "km per step" if units_label == "pixels per step" else units_label
-    else:
-        px, py = cc.ravel(), rr.ravel()
-        spacing = every * (W / w)
-        key_units = units_label
+    px, py, spacing, key_units = _arrow_places(xs if km_mode else None, ys, data.shape, cc, rr, every * (W / w),
+                                               units_label)
 
     U, V = to_plot(ddx, ddy)
     fields = [(U, V, TREND_COLOR, labels[0])]

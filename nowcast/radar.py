@@ -383,7 +383,8 @@ def open_radar(
     if not np.isfinite(values).any():
         raise NowcastError("all values are no-data (NaN or _FillValue)", label)
     convert = _converter(rule, frames[0], step, conversion, label, notes)
-    return _assemble(convert(values, label, notes), times, frames[0], files, step, convert, notes, choices, label)
+    dbz = convert(values, label, notes)
+    return _assemble(dbz, times, frames[0], _Reading(files, label, step, convert, notes, choices))
 
 
 def _open_lazy(files: list[Path], first: _Frames, label, conversion: dict, index_cache) -> xr.DataArray:
@@ -402,11 +403,25 @@ def _open_lazy(files: list[Path], first: _Frames, label, conversion: dict, index
     convert = _converter(rule, first, step, conversion, label, notes)
     array = archive.ArchiveArray(files, index, first.layout, first.data.shape[1:], convert)
     choices = [first.choice_note] if first.choice_note else []
-    return _assemble(archive.lazy_variable(array), index.times, first, files, step, convert, notes, choices, label)
+    return _assemble(archive.lazy_variable(array), index.times, first,
+                     _Reading(files, label, step, convert, notes, choices))
 
 
-def _assemble(data, times, first: _Frames, files, step, convert, notes, choices, label) -> xr.DataArray:
+@dataclass(frozen=True)
+class _Reading:
+    """How a sequence was read, as its attributes and warnings tell it."""
+
+    files: list
+    label: str  # the files, as messages name them
+    step: object  # the regular time step (np.timedelta64), or None
+    convert: _Converter
+    notes: list[str]  # warnings
+    choices: list[str]  # choices made for the user (which variable, which level): notes, not warnings
+
+
+def _assemble(data, times, first: _Frames, reading: _Reading) -> xr.DataArray:
     """The reflectivity DataArray: the dBZ frames (an array, or a lazy variable), the first file's grid, notes."""
+    files, step, convert, notes, choices = reading.files, reading.step, reading.convert, reading.notes, reading.choices
     if isinstance(data, xr.Variable):
         out = xr.DataArray(data, name="reflectivity")
     else:
@@ -434,9 +449,9 @@ def _assemble(data, times, first: _Frames, files, step, convert, notes, choices,
     if notes or choices:
         out.attrs["nowcast_notes"] = "; ".join(choices + notes)
     for n in choices:
-        warnings.warn(f"{label}: {n}", NowcastNote, stacklevel=3)
+        warnings.warn(f"{reading.label}: {n}", NowcastNote, stacklevel=3)
     for n in notes:
-        warnings.warn(f"{label}: {n}", NowcastWarning, stacklevel=3)
+        warnings.warn(f"{reading.label}: {n}", NowcastWarning, stacklevel=3)
     return out
 
 

@@ -259,6 +259,51 @@ def _stratiform_dbz(s: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(excess > 0, dbz, -np.inf)
 
 
+@dataclass
+class _RainNoise:
+    """The stratiform rain's noise on a grid covering every material position: two large-scale fields and two
+    small-scale ones, each pair mixed by a phase that turns at its rate (radians per step), so rain evolves."""
+
+    large: list
+    small: list
+    c_lo: int  # material coordinates of the grid's first column and row
+    r_lo: int
+    large_rate: float
+    small_rate: float
+
+    def sample(self, grid, mc, mr):
+        return ndimage.map_coordinates(grid, [mr - self.r_lo, mc - self.c_lo], order=3, mode="nearest")
+
+    def unit_field(self, k: int, mc, mr) -> np.ndarray:
+        """The unit-variance rain field at step k, at material coordinates (mc, mr)."""
+        a, b = self.large_rate * k, self.small_rate * k
+        lg = np.cos(a) * self.sample(self.large[0], mc, mr) + np.sin(a) * self.sample(self.large[1], mc, mr)
+        sm = np.cos(b) * self.sample(self.small[0], mc, mr) + np.sin(b) * self.sample(self.small[1], mc, mr)
+        return (0.85 * lg + 0.45 * sm) / np.hypot(0.85, 0.45)
+
+
+def _rain_noise(rng, mat_c, mat_r, size: int, evolve: bool) -> _RainNoise:
+    pad = 8  # a margin for the interpolation
+    c_lo = int(np.floor(mat_c.min())) - pad
+    r_lo = int(np.floor(mat_r.min())) - pad
+    shape = (int(np.ceil(mat_r.max())) + pad - r_lo + 1, int(np.ceil(mat_c.max())) + pad - c_lo + 1)
+    large = [_powerlaw_noise(rng, shape, beta=3.2, outer=1.0 * size) for _ in range(2)]
+    small = [_powerlaw_noise(rng, shape, beta=2.4, outer=0.15 * size, inner=4.0) for _ in range(2)]
+    # large scales live for hours, small ones for tens of minutes
+    return _RainNoise(large, small, c_lo, r_lo, 0.03 if evolve else 0.0, 0.12 if evolve else 0.0)
+
+
+def _frame_dbz(noise: _RainNoise, threshold: float, cells: _Cells, k: int, mc, mr) -> np.ndarray:
+    """Frame k in dBZ (float32): stratiform rain and convective cells added as Z, below MIN_ECHO_DBZ the floor."""
+    strat = _stratiform_dbz(noise.unit_field(k, mc, mr), threshold)
+    z = np.where(np.isfinite(strat), 10.0 ** (np.where(np.isfinite(strat), strat, 0.0) / 10.0), 0.0)
+    z = z + _cells_z(cells, float(k), mc, mr)
+    with np.errstate(divide="ignore"):
+        dbz = 10.0 * np.log10(z)
+    dbz = np.where(dbz < MIN_ECHO_DBZ, DBZ_FLOOR, np.minimum(dbz, DBZ_CEIL))
+    return dbz.astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # public API
 
@@ -307,29 +352,15 @@ def generate(
     rng = np.random.default_rng(seed)
     wind, params = _choose_wind(rng, motion, speed, heading_deg, rotation_deg_per_step, n_frames, height, width)
     mat_c, mat_r, du, dv = _trajectories(wind, n_frames, height, width)
-
-    # Noise fields on a grid covering every material position, with a margin for the interpolation.
-    pad = 8
-    c_lo = int(np.floor(mat_c.min())) - pad
-    r_lo = int(np.floor(mat_r.min())) - pad
-    shape = (int(np.ceil(mat_r.max())) + pad - r_lo + 1, int(np.ceil(mat_c.max())) + pad - c_lo + 1)
-    size = min(height, width)
-    large = [_powerlaw_noise(rng, shape, beta=3.2, outer=1.0 * size) for _ in range(2)]
-    small = [_powerlaw_noise(rng, shape, beta=2.4, outer=0.15 * size, inner=4.0) for _ in range(2)]
-    large_rate = 0.03 if evolve else 0.0  # radians per step: large scales live for hours
-    small_rate = 0.12 if evolve else 0.0  # small scales for tens of minutes
+    noise = _rain_noise(rng, mat_c, mat_r, min(height, width), evolve)
     threshold = float(_normal_quantile(1.0 - rain_fraction))
-
-    def sample(grid, mc, mr):
-        return ndimage.map_coordinates(grid, [mr - r_lo, mc - c_lo], order=3, mode="nearest")
-
     cells = _make_cells(
         rng,
         (mat_c.min(), mat_c.max(), mat_r.min(), mat_r.max()),
         n_frames,
         height,
         width,
-        lambda cc, rr: sample(large[0], cc, rr),
+        lambda cc, rr: noise.sample(noise.large[0], cc, rr),
     )
     if not evolve:  # frozen cells: mature for the whole sequence, no own turning
         cells.life[:] = 1e9
@@ -338,18 +369,7 @@ def generate(
 
     frames = np.empty((n_frames, height, width), dtype=np.float32)
     for k in range(n_frames):
-        a, b = large_rate * k, small_rate * k
-        mc, mr = mat_c[k], mat_r[k]
-        lg = np.cos(a) * sample(large[0], mc, mr) + np.sin(a) * sample(large[1], mc, mr)
-        sm = np.cos(b) * sample(small[0], mc, mr) + np.sin(b) * sample(small[1], mc, mr)
-        s = (0.85 * lg + 0.45 * sm) / np.hypot(0.85, 0.45)
-        strat = _stratiform_dbz(s, threshold)
-        z = np.where(np.isfinite(strat), 10.0 ** (np.where(np.isfinite(strat), strat, 0.0) / 10.0), 0.0)
-        z = z + _cells_z(cells, float(k), mc, mr)
-        with np.errstate(divide="ignore"):
-            dbz = 10.0 * np.log10(z)
-        dbz = np.where(dbz < MIN_ECHO_DBZ, DBZ_FLOOR, np.minimum(dbz, DBZ_CEIL))
-        frames[k] = dbz.astype(np.float32)
+        frames[k] = _frame_dbz(noise, threshold, cells, k, mat_c[k], mat_r[k])
 
     da = _wrap(frames, seed=seed, step_minutes=step_minutes, pixel_km=pixel_km, start=start)
     da.attrs["comment"] = (

@@ -153,27 +153,15 @@ def trend_vectors(forecaster, inputs, layer: int = 1, step=None, field: str = "t
     """
     if field not in FIELDS:
         raise NowcastError(f"field {field!r} unknown; choose one of {', '.join(FIELDS)}")
-    n_gru = check_trend_model(forecaster, field)
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 1 <= int(layer) <= n_gru:
-        raise NowcastError(
-            f"layer {layer!r} is out of range: the model has {n_gru} MotionGRU(s), numbered 1 to {n_gru}"
-        )
-    layer = int(layer)
+    layer = _checked_layer(layer, check_trend_model(forecaster, field))
     cfg = forecaster.config
     T = int(forecaster.input_frames)
     step_n = resolve_step(step, T, int(cfg.output_frames))
-
-    values = np.asarray(getattr(inputs, "values", inputs), dtype=np.float32)
-    if values.ndim != 3:
-        raise NowcastError(f"inputs must be a (time, y, x) sequence, got shape {values.shape}")
-    if values.shape[0] < T:
-        raise NowcastError(f"the model reads {T} input frames, got {values.shape[0]}")
-    values = values[-T:]
+    values = _last_inputs(inputs, T)
     H, W = values.shape[1:]
 
     # the rollout only has to reach the step asked for (the states are causal)
-    n_out = max(1, step_n - T + 1)
-    _, motion = forecaster.predict_with_motion(values, n_out)
+    _, motion = forecaster.predict_with_motion(values, max(1, step_n - T + 1))
     patch, stride = int(cfg.patch_size), int(cfg.encoder_stride)
     cell = patch * stride
     outside = _block_all_nan(values[-1], cell)
@@ -185,35 +173,62 @@ def trend_vectors(forecaster, inputs, layer: int = 1, step=None, field: str = "t
         d_row[outside] = np.nan
         return d_col, d_row
 
-    if "flow" in motion:  # a Lagrangian model: the optical flow it advects along, on the same cells
+    xs, ys, x_attrs, y_attrs = _grid_coords(inputs, H, W)
+    signs = (_axis_sign(xs), _axis_sign(ys))
+    coords = {"y": ("y", cell_centres(ys, cell), y_attrs), "x": ("x", cell_centres(xs, cell), x_attrs)}
+    fields = [("", field)] + ([("transient_", "transient")] if transient else [])
+    data = {}
+    for prefix, fld in fields:
+        data.update(_vector_variables(prefix, *vectors(fld), signs, f" from the {FIELD_NAMES[fld]}"))
+    lagrangian = "flow" in motion
+    if lagrangian:  # a Lagrangian model: the optical flow it advects along, on the same cells
         flow_col, flow_row = (cell_means(motion["flow"][i], cell) for i in (0, 1))
         flow_col[outside] = np.nan
         flow_row[outside] = np.nan
-
-    xs, ys, x_attrs, y_attrs = _grid_coords(inputs, H, W)
-    sx, sy = _axis_sign(xs), _axis_sign(ys)
-    dims = ("y", "x")
-    coords = {"y": ("y", cell_centres(ys, cell), y_attrs), "x": ("x", cell_centres(xs, cell), x_attrs)}
-    name = getattr(forecaster, "name", "model")
-    data = {}
-    for prefix, fld in [("", field)] + ([("transient_", "transient")] if transient else []):
-        d_col, d_row = vectors(fld)
-        what = FIELD_NAMES[fld]
-        data[prefix + "dx"] = (dims, (sx * d_col).astype(np.float32),
-                               {"units": VECTOR_UNITS, "long_name": f"displacement along +x from the {what}"})
-        data[prefix + "dy"] = (dims, (sy * d_row).astype(np.float32),
-                               {"units": VECTOR_UNITS, "long_name": f"displacement along +y from the {what}"})
-    lagrangian = "flow" in motion
-    if lagrangian:
         learned_col, learned_row = vectors(field)
-        for prefix, c, r, what in (("flow_", flow_col, flow_row, "optical flow (Lucas-Kanade) the model advects along"),
-                                   ("total_", flow_col + learned_col, flow_row + learned_row,
-                                    f"optical flow plus the learned correction ({FIELD_NAMES[field]})")):
-            data[prefix + "dx"] = (dims, (sx * c).astype(np.float32), {"units": VECTOR_UNITS,
-                                                                       "long_name": f"displacement along +x: {what}"})
-            data[prefix + "dy"] = (dims, (sy * r).astype(np.float32), {"units": VECTOR_UNITS,
-                                                                       "long_name": f"displacement along +y: {what}"})
-    attrs = {
+        data.update(_vector_variables("flow_", flow_col, flow_row, signs,
+                                      ": optical flow (Lucas-Kanade) the model advects along"))
+        data.update(_vector_variables("total_", flow_col + learned_col, flow_row + learned_row, signs,
+                                      f": optical flow plus the learned correction ({FIELD_NAMES[field]})"))
+    attrs = _trend_attrs(getattr(forecaster, "name", "model"), lagrangian, layer, step_n, field, T, cell)
+    times = getattr(inputs, "coords", {}).get("time") if hasattr(inputs, "coords") else None
+    if times is not None and times.size >= T:
+        attrs["last_input_time"] = str(np.datetime_as_string(np.asarray(times.values)[-1], unit="s"))
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _checked_layer(layer, n_gru: int) -> int:
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 1 <= int(layer) <= n_gru:
+        raise NowcastError(
+            f"layer {layer!r} is out of range: the model has {n_gru} MotionGRU(s), numbered 1 to {n_gru}"
+        )
+    return int(layer)
+
+
+def _last_inputs(inputs, T: int) -> np.ndarray:
+    """The last T frames of a (time, y, x) sequence, as float32."""
+    values = np.asarray(getattr(inputs, "values", inputs), dtype=np.float32)
+    if values.ndim != 3:
+        raise NowcastError(f"inputs must be a (time, y, x) sequence, got shape {values.shape}")
+    if values.shape[0] < T:
+        raise NowcastError(f"the model reads {T} input frames, got {values.shape[0]}")
+    return values[-T:]
+
+
+def _vector_variables(prefix: str, d_col, d_row, signs, what: str) -> dict:
+    """``{prefix}dx`` and ``{prefix}dy`` along +x and +y: column and row displacements times the axes' signs.
+    ``what`` ends the long names ("displacement along +x" + what)."""
+    sx, sy = signs
+    return {
+        prefix + "dx": (("y", "x"), (sx * d_col).astype(np.float32),
+                        {"units": VECTOR_UNITS, "long_name": f"displacement along +x{what}"}),
+        prefix + "dy": (("y", "x"), (sy * d_row).astype(np.float32),
+                        {"units": VECTOR_UNITS, "long_name": f"displacement along +y{what}"}),
+    }
+
+
+def _trend_attrs(name: str, lagrangian: bool, layer: int, step_n: int, field: str, T: int, cell: int) -> dict:
+    return {
         "title": f"MotionRNN {FIELD_NAMES[field]} as displacement vectors",
         "frame": "lagrangian" if lagrangian else "eulerian",
         "model": name,
@@ -229,10 +244,6 @@ def trend_vectors(forecaster, inputs, layer: int = 1, step=None, field: str = "t
             "positions are the centres of the model's encoded cells"
         ),
     }
-    times = getattr(inputs, "coords", {}).get("time") if hasattr(inputs, "coords") else None
-    if times is not None and times.size >= T:
-        attrs["last_input_time"] = str(np.datetime_as_string(np.asarray(times.values)[-1], unit="s"))
-    return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
 def cell_means(field: np.ndarray, cell: int) -> np.ndarray:

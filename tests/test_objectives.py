@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nowcast.train.config import OptimConfig
-from nowcast.train.objectives import masked_loss, soft_csi_loss
+from nowcast.train.objectives import masked_loss, soft_csi_loss, unit_to_dbz_unclipped
 from nowcast.errors import NowcastError
 
 
@@ -86,3 +86,14 @@ def test_gdl_loss_equals_the_gdl_score_and_pays_for_smoothing():
 def test_optim_config_checks_the_gdl_weight():
     with pytest.raises(NowcastError, match="gdl"):
         OptimConfig(gdl=-0.5)
+
+
+def test_the_loss_terms_see_dbz_past_the_range_and_its_gradient():
+    from nowcast.units import unit_to_dbz
+
+    x = torch.tensor([-0.1, 0.5, 1.2], requires_grad=True)
+    dbz = unit_to_dbz_unclipped(x)
+    assert dbz.detach().tolist() == pytest.approx([-18.0, 30.0, 86.0])  # not clipped to [-10, 70]
+    assert unit_to_dbz(x.detach().numpy()).tolist() == pytest.approx([-10.0, 30.0, 70.0])  # the clipped one
+    dbz.sum().backward()
+    assert x.grad.tolist() == pytest.approx([80.0, 80.0, 80.0])

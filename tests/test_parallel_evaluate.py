@@ -70,8 +70,9 @@ def test_any_split_of_the_windows_merges_to_the_one_process_result(one_process):
     methods, names = ev._prepare_methods(METHODS, parallel=False)
     assert one_process.skipped_windows > 0
     for chunks in (2, 5, 100):
-        tasks = ev._plan(window_sets, KW["n_in"], KW["n_out"], KW["batch_size"], (20.0, 30.0, 45.0),
-                         methods, names, chunks)
+        settings = ev._TaskSettings(KW["n_in"], KW["n_out"], KW["batch_size"], (20.0, 30.0, 45.0), tuple(methods),
+                                    tuple(names))
+        tasks = ev._plan(window_sets, settings, chunks)
         assert len(tasks) > len(seqs)
         assert all(len(t.starts) % KW["batch_size"] == 0 for t in tasks[:-1] if t.data_name == tasks[-1].data_name)
         partials = [ev._score_task(t, methods) for t in tasks]
@@ -233,12 +234,30 @@ def test_cli_workers_send_method_specs_that_workers_build(radar_file, tmp_path, 
         return [ev._run_task(t) for t in tasks]
 
     monkeypatch.setattr(ev, "_run_pool", in_this_process)
-    monkeypatch.setattr(ev, "_BUILT", {})
+    ev._built_method.cache_clear()
     parallel = _cli_scores(radar_file, tmp_path / "two.json", "2")
+    cache = ev._built_method.cache_info()
+    ev._built_method.cache_clear()  # no method of this test outlives it
     assert {m for t in sent for m in t.methods} == {MethodSpec("persistence", name="persistence")}
-    assert len(sent) > 1 and set(ev._BUILT) == set(sent[0].methods)  # built once, reused by every chunk
+    # built once, reused by every later chunk
+    assert len(sent) > 1 and (cache.misses, cache.hits) == (1, len(sent) - 1)
     assert parallel == _cli_scores(radar_file, tmp_path / "one.json", "1")
     assert parallel["windows"] == 21 - 5 - 4 + 1
+
+
+def test_a_worker_sets_its_torch_threads_through_torch_not_the_environment(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        ev._limit_torch_threads(None)  # no count asked for: this process's own
+        assert torch.get_num_threads() == before
+        ev._limit_torch_threads(before + 1)
+        assert torch.get_num_threads() == before + 1
+        assert "OMP_NUM_THREADS" not in os.environ
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.slow

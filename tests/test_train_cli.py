@@ -73,15 +73,16 @@ def test_lagrangian_training_end_to_end_then_predict(tmp_path):
     from nowcast.cli import main
 
     sample = Path(__file__).resolve().parents[1] / "sample_data" / "radar.nc"
-    out = tmp_path / "runs" / "lag"
+    out, shared = tmp_path / "runs" / "lag", tmp_path / "runs" / "flow"
     code = main(["train", str(sample), "--out", str(out), "--frame", "lagrangian", "--layers", "2", "--hidden", "8",
                  "--kernel", "3", "--crop", "32", "--batch-size", "2", "--iterations", "2", "--coarsen", "1",
                  "--time-strides", "1", "--val", str(sample), "--val-every", "2", "--val-stride", "4",
-                 "--device", "cpu"])
+                 "--device", "cpu", "--motion-cache", str(shared)])
     assert code == 0
     _, info = load_model(out / "best.safetensors")
     assert info["config"].frame == "lagrangian" and info["config"].residual
-    assert any((out / "motion_cache").glob("*.npy"))  # the windows' flow is kept in the run folder
+    # the windows' flow is kept where --motion-cache says (by default: the run folder's motion_cache)
+    assert any(shared.glob("*.npy")) and not (out / "motion_cache").exists()
     fc = tmp_path / "fc.nc"
     assert main(["predict", str(sample), "--model", str(out / "best.safetensors"), "-o", str(fc)]) == 0
     assert fc.exists()

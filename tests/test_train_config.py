@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nowcast.errors import NowcastError
@@ -32,6 +34,26 @@ def test_to_dict_round_trip_and_flat_keys():
     assert d["data"]["coarsen_factors"] == [1, 3] and "n_in" not in d["data"]
     assert TrainConfig.from_dict(d) == c
     assert c.flat()["optim.lr_schedule"] == "cosine"
+
+
+def test_settings_not_nested_by_section_are_refused():
+    # the flat layout of the first training loop: nothing writes it, and such a run cannot resume
+    with pytest.raises(NowcastError, match="unknown training settings section.*lr"):
+        TrainConfig.from_dict({"lr": 1e-3, "num_layers": 2})
+    assert TrainConfig.from_dict({}) == TrainConfig()
+
+
+def test_the_motion_cache_folder_is_a_run_setting_a_resume_may_move():
+    from nowcast.train.trainer import motion_cache
+
+    lagrangian = TrainConfig.from_flat(frame="lagrangian", residual=True, motion_cache="/shared/flow")
+    assert lagrangian.run.motion_cache == "/shared/flow"
+    assert motion_cache(lagrangian, Path("runs/a")).folder == Path("/shared/flow")
+    in_run_folder = motion_cache(TrainConfig.from_flat(frame="lagrangian", residual=True), Path("runs/a"))
+    assert in_run_folder.folder == Path("runs/a/motion_cache")
+    assert motion_cache(TrainConfig(), Path("runs/a")) is None  # an Eulerian run draws no flow
+    moved = resumed(lagrangian.to_dict(), {"run.motion_cache": "/elsewhere"})
+    assert moved.run.motion_cache == "/elsewhere"
 
 
 def test_bad_settings_are_refused_with_their_name():

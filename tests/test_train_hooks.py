@@ -1,5 +1,5 @@
-"""What training gives the models and the user beyond the loop: extra model inputs, baselines beside the
-validation scores, the data's time step in the checkpoint, and bf16 on a CPU."""
+"""What training gives the user beyond the loop: baselines beside the validation scores, the data's time step
+in the checkpoint, and bf16 on a CPU."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import pytest
 import torch
 
 from nowcast.checkpoint import read_checkpoint
-from nowcast.data import WindowSampler
-from nowcast.errors import NowcastError
 from nowcast.synthetic import generate
 from nowcast.train import TrainConfig, load_train_state, train
 
@@ -27,50 +25,6 @@ def tiny(out, **kw):
                 checkpoint_every=2, log_every=1, seed=1, device="cpu")
     base.update(kw)
     return TrainConfig.from_flat(**base)
-
-
-class RecordingModel(torch.nn.Module):
-    """Persistence times a learned scale; records the keyword arguments of every call."""
-
-    extra_inputs = ("motion",)
-
-    def __init__(self):
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(()))
-        self.calls = []
-
-    def forward(self, x, n_out, truth=None, sampling_mask=None, **extra):
-        self.calls.append({"x": x, "truth": truth, **extra})
-        return x[:, -1:].repeat(1, n_out, 1, 1) * self.scale
-
-
-def test_extra_inputs_reach_the_model_as_keyword_tensors(tmp_path, monkeypatch):
-    model = RecordingModel()
-    monkeypatch.setattr("nowcast.train.trainer.build_model", lambda config: model)
-    plain = WindowSampler.batch_at
-
-    def with_motion(self, iteration, slots):
-        batch = plain(self, iteration, slots)
-        b, _, h, w = batch["inputs"].shape
-        # slot k's motion field is filled with k: the slice the model gets must be the batch's own
-        fill = np.asarray(list(slots), dtype=np.float32)[:, None, None, None]
-        batch["motion"] = np.broadcast_to(fill, (b, 2, h, w)).copy()
-        return batch
-
-    monkeypatch.setattr(WindowSampler, "batch_at", with_motion)
-    s = train(tiny(tmp_path / "extra"), [("syn", seq())])
-    assert s["status"] == "completed" and len(model.calls) == 2
-    for call in model.calls:
-        motion = call["motion"]
-        assert isinstance(motion, torch.Tensor) and motion.shape == (2, 2, 16, 16)
-        assert motion[:, 0, 0, 0].tolist() == [0.0, 1.0]
-        assert motion.shape[0] == call["x"].shape[0]
-
-
-def test_a_model_input_the_sampler_lacks_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr("nowcast.train.trainer.build_model", lambda config: RecordingModel())
-    with pytest.raises(NowcastError, match="needs the input 'motion'"):
-        train(tiny(tmp_path / "nomotion"), [("syn", seq())])
 
 
 def test_validation_rows_carry_the_baselines_scored_once(tmp_path, monkeypatch):

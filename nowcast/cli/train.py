@@ -9,6 +9,7 @@ order: the defaults (or, with --resume, the run's own settings), then ``--config
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import tomllib
 from dataclasses import dataclass
@@ -81,10 +82,13 @@ class Opt:
     type: Any
     help: str
     convert: Callable | None = None
+    shown_as: str | None = None  # the metavar, where the type's is not telling (a folder)
 
     @property
     def metavar(self) -> str | None:
         """Plain metavars instead of <int>/<str> noise; Enums and flags show their choices."""
+        if self.shown_as is not None:
+            return self.shown_as
         if self.convert is not None:
             return "LIST"
         return {int: "N", float: "NUMBER", str: "TEXT"}.get(self.type)
@@ -170,6 +174,9 @@ OPTIONS = (
                                                           "needed). [default: 0 on a CPU, where they would take "
                                                           "its cores; on a GPU up to 4, one core per process "
                                                           "left free]"),
+    Opt(("--motion-cache",), "run.motion_cache", str, "Folder for a Lagrangian run's optical flow, which runs on "
+                                                     "the same archive can share (kept by content). [default: "
+                                                     "motion_cache in --out]", shown_as="DIR"),
     Opt(("--init-from",), "run.init_from", str, "Start from these weights (a model name or file, same "
                                                 "architecture)."),
 )
@@ -268,21 +275,12 @@ def build_config(out_dir: Path, resume: bool, overwrite: bool, config_file=None,
     if not resume:
         return preset(preset_name or DEFAULT_PRESET).override(changes)
     state = load_train_state(out_dir / STATE_FILE)
-    config = resumed(dict(_saved_settings(state)), changes)
+    config = resumed(json.loads(state.get("settings") or "{}"), changes)
     done = int(state.get("iteration", 0))
     if done >= config.optim.iterations:
         note(f"the run in {out_dir} is at iteration {done}, not below --iterations {config.optim.iterations}: "
              "nothing to train; give a larger --iterations to continue it")
     return config
-
-
-def _saved_settings(state: dict) -> dict:
-    import json
-
-    settings = json.loads(state.get("settings") or "{}")
-    if "model" in settings and isinstance(settings["model"], dict):
-        return settings
-    return {**settings, "model_options": state.get("model_config", {})}  # an older, flat run
 
 
 def _train(**kwargs):

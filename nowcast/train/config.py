@@ -12,8 +12,9 @@
 
 The data (opened radar sequences) is not a setting: it goes to ``train(config, sequences, ...)``.
 
-Settings are changed with dotted keys (``config.override({"optim.lr": 1e-3})``); the flat names of older
-versions and of the command line (``lr``, ``num_layers``, ``val_every`` ...) are accepted as well.
+Settings are changed with dotted keys (``config.override({"optim.lr": 1e-3})``); short flat names
+(``lr``, ``num_layers``, ``val_every`` ...: ``FLAT_NAMES``) are accepted as well, by ``from_flat``, ``override``,
+``--set`` and TOML files.
 """
 
 from __future__ import annotations
@@ -151,9 +152,14 @@ class RunConfig:
     init_from: str | None = None  # start a fresh run from these weights (same architecture)
     overwrite: bool = False  # allow starting afresh in a folder that holds a run
     loader_workers: int | None = None  # processes drawing the samples; None = auto (train.loader.resolve_workers)
+    # a Lagrangian run's optical flow of its windows (keyed by content, so runs on one archive can share the
+    # folder); None = the run folder's motion_cache
+    motion_cache: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "out", str(self.out))
+        if self.motion_cache is not None:
+            object.__setattr__(self, "motion_cache", str(self.motion_cache))
         object.__setattr__(self, "precision", normalize_precision(self.precision))
         _positive_ints(self, ("checkpoint_every", "log_every"))
         w = self.loader_workers
@@ -210,10 +216,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """From ``to_dict()`` output (or the flat settings older versions stored)."""
-        if not any(isinstance(d.get(s), dict) for s in SECTIONS):
-            return cls.from_flat(**d)
-        unknown = sorted(set(d) - set(SECTIONS))
+        """From ``to_dict()`` output: a table per section."""
+        unknown = sorted(k for k, v in d.items() if k not in SECTIONS or not isinstance(v, dict))
         if unknown:
             raise NowcastError(f"unknown training settings section(s) {', '.join(unknown)}; "
                                f"known: {', '.join(SECTIONS)}")
@@ -228,9 +232,9 @@ class TrainConfig:
         """A copy with these settings changed; keys are dotted (``optim.lr``) or flat names (``lr``)."""
         by_section: dict[str, dict] = {}
         for key, value in changes.items():
-            for dotted, v in _expand(key, value):
-                section, name = dotted.split(".", 1)
-                by_section.setdefault(section, {})[name] = tuple(v) if dotted in _TUPLES else v
+            dotted = _dotted(key)
+            section, name = dotted.split(".", 1)
+            by_section.setdefault(section, {})[name] = tuple(value) if dotted in _TUPLES else value
         model = by_section.get("model", {})
         if "motion" not in model and backbones.is_standalone(model.get("backbone", self.model.backbone)):
             # a stand-alone network (TrajGRU, Conv-TT-LSTM) has no MotionRNN form: motion is off unless
@@ -276,7 +280,7 @@ def preset(name: str) -> TrainConfig:
 # settings a resumed run may change: how long, how often, where it runs; never what it learns
 SAFE_ON_RESUME = frozenset({
     "optim.iterations", "validation.every", "validation.stride", "validation.batch_size", "validation.baselines",
-    "run.checkpoint_every", "run.loader_workers",
+    "run.checkpoint_every", "run.loader_workers", "run.motion_cache",
     "run.log_every", "run.device", "run.precision", "run.deterministic", "run.resume", "run.overwrite", "run.out",
 })
 
@@ -315,10 +319,12 @@ def _replace_section(name: str, section, changes: dict):
         _bad(f"[{name}]: {exc}")
 
 
-# flat names (older TrainConfig fields, command-line option names) -> dotted keys
+# flat names -> dotted keys: a setting's short spelling in code (``TrainConfig.from_flat(lr=1e-3)``), in --set
+# and in TOML files: its field name, with val_ or synthetic_ in front in those sections ("amp": the older name of
+# run.precision). The command line's options name their dotted keys themselves (cli/train.py's OPTIONS).
 FLAT_NAMES = {
     **{k: f"run.{k}" for k in ("out", "device", "precision", "deterministic", "checkpoint_every", "log_every",
-                               "resume", "init_from", "overwrite", "loader_workers")},
+                               "resume", "init_from", "overwrite", "loader_workers", "motion_cache")},
     "amp": "run.precision",
     **{f"val_{k}": f"validation.{k}" for k in ("fraction", "time", "every", "stride", "batch_size", "thresholds",
                                                  "baselines")},
@@ -338,10 +344,8 @@ FLAT_NAMES = {
 }
 
 
-def _expand(key: str, value) -> list[tuple[str, Any]]:
-    """One setting as (dotted key, value) pairs; ``model_options`` (a dict) becomes several."""
-    if key == "model_options":
-        return [(f"model.{k}", v) for k, v in (value or {}).items()]
+def _dotted(key: str) -> str:
+    """A setting's dotted key (``optim.lr``), from itself or a flat name (``lr``); NowcastError if unknown."""
     if "." in key:
         section, name = key.split(".", 1)
         if section not in SECTIONS:
@@ -349,10 +353,10 @@ def _expand(key: str, value) -> list[tuple[str, Any]]:
         known = _known_fields(section)
         if name not in known:
             raise NowcastError(f"unknown setting {key!r}; known in [{section}]: {', '.join(sorted(known))}")
-        return [(key, value)]
+        return key
     if key not in FLAT_NAMES:
         raise NowcastError(f"unknown setting {key!r}; use section.key (sections: {', '.join(SECTIONS)})")
-    return [(FLAT_NAMES[key], value)]
+    return FLAT_NAMES[key]
 
 
 def _known_fields(section: str) -> set[str]:
@@ -377,8 +381,8 @@ def load_toml(path) -> dict[str, Any]:
         else:
             changes[key] = value
     try:
-        for key, value in changes.items():
-            _expand(key, value)
+        for key in changes:
+            _dotted(key)
     except NowcastError as exc:
         raise NowcastError(str(exc), path) from None
     return changes

@@ -8,7 +8,7 @@ processes, and a resumed run that starts the loader at its iteration sees what a
 With 0 workers the batches are drawn in the training process when they are needed.
 
 Lagrangian windows need their optical flow: the workers inherit the sampler's ``MotionCache``, whose folder
-(the run folder or NOWCAST_MOTION_CACHE) is where they share it: a field one worker computed is read from
+(``run.motion_cache``, by default the run folder's motion_cache) is where they share it: a field one worker computed is read from
 disk by the others. Two workers asking for the same new field at the same moment may both compute it; the
 file is replaced atomically and the values are the same.
 

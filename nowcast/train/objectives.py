@@ -102,7 +102,7 @@ def masked_loss(pred, target, mask, kind: str = "l1+l2", balanced: bool = False,
     w = mask
     if balanced:
         heavy = target if balance_on == "target" else torch.maximum(target, pred.detach())
-        w = w * balanced_weights(unit_to_dbz(heavy), power=balance_power)
+        w = w * balanced_weights(unit_to_dbz_unclipped(heavy), power=balance_power)
     if pool is not None:
         count = pool(mask.sum())
     else:
@@ -130,7 +130,9 @@ def gdl_loss(pred, target, mask, pool=None) -> torch.Tensor:
     return total
 
 
-def unit_to_dbz(x: torch.Tensor) -> torch.Tensor:
+def unit_to_dbz_unclipped(x: torch.Tensor) -> torch.Tensor:
+    """The [0, 1] scale back to dBZ on a tensor, not clipped (unlike ``units.unit_to_dbz``): a forecast past the
+    range keeps its value and its gradient in the loss terms built on dBZ."""
     return x * (DBZ_CEIL - DBZ_FLOOR) + DBZ_FLOOR
 
 
@@ -142,7 +144,7 @@ def soft_csi_loss(pred, target, mask, thresholds_dbz=SOFT_CSI_DBZ, width_dbz: fl
     pixel of forecast or truth comes near adds nothing (its CSI is taken as 1). ``pool``: as in
     ``masked_loss`` (``pooled_soft_csi_terms``).
     """
-    p_dbz, t_dbz = unit_to_dbz(pred.float()), unit_to_dbz(target)
+    p_dbz, t_dbz = unit_to_dbz_unclipped(pred.float()), unit_to_dbz_unclipped(target)
     terms, counts = [], []
     for t in thresholds_dbz:
         f = torch.sigmoid((p_dbz - t) / width_dbz) * mask

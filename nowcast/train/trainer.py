@@ -20,16 +20,12 @@ soft-CSI hits and unions, GDL pairs) from the whole global batch, summed over th
 (``objectives.masked_loss``'s ``pool``), DistributedDataParallel averages the gradients, and the loss is
 scaled so that the update equals the one-process update on the whole batch.
 Process 0 alone validates, writes checkpoints and logs, and reports progress.
-
-Models with extra inputs: a model whose ``extra_inputs`` names batch arrays (e.g. ``("motion",)``) gets
-each as a keyword tensor, sliced to this process's share like the frames.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from pathlib import Path
 
@@ -99,7 +95,6 @@ class Trainer:
         """Model, optimizer and gradient scaler, from the seed (the same in every process)."""
         torch.manual_seed(int(self.config.optim.seed))
         self.model = build_model(self.config.model).to(self.device)
-        self.extra_inputs = tuple(getattr(self.model, "extra_inputs", ()) or ())
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.optim.lr)
         # bf16 has float32's range: only fp16 needs its gradients scaled
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -152,8 +147,7 @@ class Trainer:
     def _open_batches(self) -> None:
         """This process's batches from the current iteration on (see the module docstring)."""
         o = self.config.optim
-        self.loader_workers = resolve_workers(self.config.run.loader_workers, self.device,
-                                              int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+        self.loader_workers = resolve_workers(self.config.run.loader_workers, self.device, self.team.local_world)
         saved = self.state.sampler if self.state is not None else None
         self.stream_resumed = is_stream_state(saved)
         self.batches = batch_source(self.sampler, saved, o.batch_size, self.team.share(o.batch_size),
@@ -183,18 +177,12 @@ class Trainer:
         p_truth = truth_probability(self.iteration, o.truth_iterations)
         smask = sampling_mask(o.seed, self.iteration, o.batch_size, self.config.model.output_frames - 1, p_truth)
         x, y, m = (self._tensor(batch[k]) for k in ("inputs", "targets", "mask"))
-        extras = {}
-        for name in self.extra_inputs:
-            if name not in batch:
-                raise NowcastError(f"the model needs the input {name!r}, but the sampler gives "
-                                   f"{', '.join(sorted(batch))}")
-            extras[name] = self._tensor(batch[name])
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         with autocast_to(self.amp_dtype, self.device):
             pred = self.train_model(x, self.config.model.output_frames, truth=y,
-                                    sampling_mask=self._tensor(torch.from_numpy(smask[share])), **extras)
+                                    sampling_mask=self._tensor(torch.from_numpy(smask[share])))
         # a team's loss divides by the counts of the whole global batch, summed over the processes
         loss = masked_loss(pred, y, m, o.loss, o.balanced_loss, o.balance_power,
                            pool=self._team_sum if self.team.enabled else None,
@@ -496,8 +484,8 @@ __all__ = ["BEST_FILE", "LAST_FILE", "STATE_FILE", "Trainer", "load_train_state"
 
 
 def motion_cache(config, out: Path) -> MotionCache | None:
-    """Where a Lagrangian run keeps its windows' optical flow: the run folder, or NOWCAST_MOTION_CACHE
-    (a folder several runs on the same archive can share; entries are keyed by content)."""
+    """Where a Lagrangian run keeps its windows' optical flow: ``run.motion_cache``, else the run folder's
+    motion_cache (a folder several runs on the same archive can share; entries are keyed by content)."""
     if config.model.frame != "lagrangian":
         return None
-    return MotionCache(os.environ.get("NOWCAST_MOTION_CACHE") or out / "motion_cache")
+    return MotionCache(config.run.motion_cache or out / "motion_cache")
