@@ -3,9 +3,10 @@
 Every method - the baselines (``nowcast.baselines``: one module each) and the trained network
 (``nowcast.forecast.ModelForecaster``) - follows the contract of ``nowcast.forecast_method``:
 
-    method(inputs, n_out) -> forecasts
+    method(inputs, n_out, motion=None) -> forecasts        method.forecast(ForecastInput, n_out) -> ForecastOutput
 
-inputs: float32 dBZ shaped (T, H, W) or (B, T, H, W), NaN where there is no data.
+inputs: float32 dBZ shaped (T, H, W) or (B, T, H, W), NaN where there is no data; motion: their optical flow,
+passed in by whoever estimated it (a method that advects estimates it itself when it is not given).
 forecasts: float32 dBZ shaped (n_out, H, W) or (B, n_out, H, W), floored at -10 dBZ, NaN (no data) where
 - the last input frame has no data (no-data regions are kept as no data, docs/conventions.md), and
 - the forecast would need data from beyond the grid: rain advected in from outside the domain is
