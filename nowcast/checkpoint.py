@@ -50,8 +50,6 @@ def default_model_path() -> Path | None:
 
 def save_checkpoint(path, model: torch.nn.Module, config: ModelConfig, meta: dict | None = None) -> Path:
     """Write model weights + config + meta to one safetensors file, atomically. Returns the path."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if isinstance(config, dict):
         config = ModelConfig.from_dict(config)
@@ -65,10 +63,17 @@ def save_checkpoint(path, model: torch.nn.Module, config: ModelConfig, meta: dic
     full_meta.update(meta or {})
     # safetensors refuses shared or strided storage: store plain contiguous float copies
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    return _write_checkpoint(path, tensors, config, full_meta)
+
+
+def _write_checkpoint(path: Path, tensors: dict, config: ModelConfig, meta: dict) -> Path:
+    """The one writer of a checkpoint file: tensors, and config and meta as JSON in the header; atomic."""
+    from safetensors.torch import save_file
+
     header = {
         "nowcast.format": FORMAT,
         "nowcast.config": json.dumps(config.to_dict(), sort_keys=True),
-        "nowcast.meta": json.dumps(full_meta, sort_keys=True, default=str),
+        "nowcast.meta": json.dumps(meta, sort_keys=True, default=str),
     }
     with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
@@ -79,8 +84,6 @@ def rewrite_settings(src, dst, config_changes: dict | None = None, meta_changes:
     """Copy checkpoint ``src`` to ``dst`` with some of its ModelConfig and meta changed and its weights untouched
     (e.g. an inference-time growth cap on trained weights). The new config is validated; the weights must
     still fit the network it builds. Atomic; ``dst`` may be ``src``."""
-    from safetensors.torch import save_file
-
     tensors, config, meta = read_checkpoint(src)
     try:
         config = ModelConfig.from_dict({**config.to_dict(), **(config_changes or {})})
@@ -89,11 +92,7 @@ def rewrite_settings(src, dst, config_changes: dict | None = None, meta_changes:
     except (TypeError, ValueError) as exc:
         raise NowcastError(f"bad model settings ({exc})", src) from None
     _check_weights(build_model(config), tensors, Path(src))
-    header = {"nowcast.format": FORMAT, "nowcast.config": json.dumps(config.to_dict(), sort_keys=True),
-              "nowcast.meta": json.dumps({**meta, **(meta_changes or {})}, sort_keys=True, default=str)}
-    with atomic_output(Path(dst)) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
-    return Path(dst)
+    return _write_checkpoint(Path(dst), tensors, config, {**meta, **(meta_changes or {})})
 
 
 # the checkpoints a training run writes in its folder (nowcast.train.trainer), the preferred one first
