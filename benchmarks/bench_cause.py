@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nowcast.checkpoint import rewrite_settings  # noqa: E402
 from nowcast.data import shift_intensity  # noqa: E402
 from nowcast.errors import NowcastWarning  # noqa: E402
 from nowcast.evaluate import evaluate  # noqa: E402
@@ -38,13 +40,19 @@ MOTIONRNN = ROOT / "models" / "motionrnn-lagrangian-radar.safetensors"
 PREDRNN = ROOT / "models" / "predrnn-lagrangian-ablation.safetensors"
 
 
-def methods(precision: str):
-    motion = resolve("model", str(MOTIONRNN), precision=precision, lead_smoothing=0)
-    motion.model.config.growth_cap_dbz = None  # the weights as trained (the shipped file carries the cap since)
-    motion.name = "motionrnn"
-    capped = resolve("model", str(MOTIONRNN), precision=precision, lead_smoothing=0)
-    capped.model.config.growth_cap_dbz, capped.model.config.growth_cap_radius = 3.0, 4
-    capped.name = "motionrnn, capped at inference"
+def methods(precision: str, folder: Path):
+    """The shipped MotionRNN's weights without the growth cap (as trained; the shipped file carries the cap since)
+    and with it, each written as its own checkpoint (``rewrite_settings``) in ``folder``; the ablation;
+    extrapolation."""
+    def variant(cap, name):
+        path = rewrite_settings(MOTIONRNN, folder / f"{name}.safetensors", {"growth_cap_dbz": cap,
+                                                                              "growth_cap_radius": 4})
+        method = resolve("model", str(path), precision=precision, lead_smoothing=0)
+        method.name = name
+        return method
+
+    motion = variant(None, "motionrnn")
+    capped = variant(3.0, "motionrnn, capped at inference")
     plain = resolve("model", str(PREDRNN), precision=precision, lead_smoothing=0)
     plain.name = "predrnn ablation"
     return [motion, capped, plain, resolve("extrapolation")]
@@ -84,7 +92,8 @@ def main(argv=None) -> int:
         pattern, stride = SETS[data]
         seq = open_radar(str(args.radar_dir / pattern))
         for offset in (float(v) for v in args.offsets.split(",")):
-            result = evaluate([(data, shifted(seq, offset))], methods(args.precision), stride=stride)
+            with tempfile.TemporaryDirectory() as tmp:
+                result = evaluate([(data, shifted(seq, offset))], methods(args.precision, Path(tmp)), stride=stride)
             for r in rows_of(result, data, offset):
                 rows.append(r)
                 print(f"{data:<5} {offset:+4.0f} dB  {r['method']:<32} CSI30 {r['csi30']:.3f} CSI40 {r['csi40']:.3f} "
