@@ -226,6 +226,7 @@ class SamplerConfig:
     max_tries: int = 50  # after this many rejections the last crop is taken as it is
     synthetic_fraction: float = 0.0  # probability that a sample comes from the synthetic pool
     frame: str = "eulerian"  # or "lagrangian": windows advected along their optical flow (nowcast.lagrangian_windows)
+    advection: str = "bilinear"  # how a Lagrangian window's frames are sampled: the model's (ModelConfig.advection)
     # climate augmentation: every echo of a sample is shifted by one offset drawn uniformly from +-this many dB,
     # so the network meets weaker and stronger climates than its training services' (0 = off)
     intensity_offset_db: float = 0.0
@@ -244,6 +245,8 @@ class SamplerConfig:
             bad(f"time strides must be positive integers, got {self.time_strides}")
         if self.frame not in ("eulerian", "lagrangian"):
             bad(f"frame must be eulerian or lagrangian, got {self.frame!r}")
+        if self.advection not in ("bilinear", "nearest"):
+            bad(f"advection must be bilinear or nearest, got {self.advection!r}")
         if not 0.0 <= float(self.intensity_offset_db) <= 20.0:
             bad(f"intensity_offset_db must lie in [0, 20], got {self.intensity_offset_db}")
         for name in ("min_echo_fraction", "dry_keep_probability", "min_valid_fraction", "synthetic_fraction"):
@@ -402,7 +405,7 @@ class WindowSampler:
         coarse = cache.coarse(draw.seq.frames, draw.t0, draw.stride, self.config.n_in)
         frames = cut_window(draw.seq.frames[draw.t0 : draw.t0 + self._span(draw.stride) : draw.stride],
                             lambda y, x, h, w: cache.region(coarse, y, x, h, w), self.config.n_in,
-                            draw.y0, draw.x0, draw.size)
+                            draw.y0, draw.x0, draw.size, self.config.advection)
         return dihedral(coarsen_dbz(frames, draw.factor), draw.rot, draw.flip)
 
     def _acceptable(self, frames: np.ndarray, rng: np.random.Generator) -> bool:

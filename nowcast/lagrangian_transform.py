@@ -9,6 +9,9 @@ input:
 Each result comes with where it has a source: its trajectory stays on the grid and, when the caller gives a
 data mask (training windows do), every pixel it interpolates had data.
 
+Frames are sampled along the trajectories bilinearly or at the nearest pixel (``mode``; ``motion.ADVECTION_MODES``):
+a model is trained and run with one mode, its config's ``advection``.
+
 Trajectories are integrated once per direction, as far as the longest use asked for so far (a later, longer
 use continues them; ``motion.displacements`` gives the same values either way).
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .motion import advect_frames, displacements
+from .motion import ADVECTION_MODES, advect_frames, displacements
 
 
 class LagrangianTransform:
@@ -28,9 +31,12 @@ class LagrangianTransform:
     (frames, source) with ``source`` bool, the frames' shape.
     """
 
-    def __init__(self, velocity: torch.Tensor, n_in: int, n_out: int):
+    def __init__(self, velocity: torch.Tensor, n_in: int, n_out: int, mode: str = "bilinear"):
         if velocity.dim() != 4 or velocity.shape[1] != 2:
             raise ValueError(f"velocity must be (B, 2, H, W), got {tuple(velocity.shape)}")
+        if mode not in ADVECTION_MODES:
+            raise ValueError(f"advection mode must be one of {', '.join(ADVECTION_MODES)}, got {mode!r}")
+        self.mode = mode
         self.velocity = velocity
         self.n_in, self.n_out = int(n_in), int(n_out)
         self._disp = {1: None, -1: None}  # upstream displacements D_1.. along +V and along -V
@@ -49,19 +55,21 @@ class LagrangianTransform:
         """The n_in past frames in the Lagrangian frame: frame j advected forward by n_in-1-j steps."""
         self._check(frames, self.n_in, "past")
         leads = range(self.n_in - 1, -1, -1)
-        return advect_frames(frames, self.velocity, leads, self.displacements(1, self.n_in - 1), valid)
+        return advect_frames(frames, self.velocity, leads, self.displacements(1, self.n_in - 1), valid,
+                             self.mode)
 
     def future(self, frames: torch.Tensor, valid: torch.Tensor | None = None):
         """Observed future frames t+1..t+N (N <= n_out) in the Lagrangian frame: frame t+k advected back k steps."""
         n = self._check(frames, self.n_out, "future")
         if n == 0:
             return frames, torch.ones_like(frames, dtype=torch.bool)
-        return advect_frames(frames, -self.velocity, range(1, n + 1), self.displacements(-1, n), valid)
+        return advect_frames(frames, -self.velocity, range(1, n + 1), self.displacements(-1, n), valid,
+                             self.mode)
 
     def to_grid(self, forecast: torch.Tensor):
         """A Lagrangian forecast K(t+1..t+N) (N <= n_out) back onto the grid: K(t+k) advected forward k steps."""
         n = self._check(forecast, self.n_out, "forecast")
-        return advect_frames(forecast, self.velocity, range(1, n + 1), self.displacements(1, n))
+        return advect_frames(forecast, self.velocity, range(1, n + 1), self.displacements(1, n), mode=self.mode)
 
     def _check(self, frames: torch.Tensor, most: int, what: str) -> int:
         if frames.dim() != 4 or frames.shape[-2:] != self.velocity.shape[-2:]:

@@ -36,7 +36,6 @@ from .motion import estimate_motion
 from .units import DBZ_FLOOR
 
 CACHE_COARSEN = 4  # flow fields are stored at 1/4 of the grid's resolution
-MAX_MARGIN = 96  # pixels of context around a crop (trajectories longer than that leave the region)
 
 
 class MotionCache:
@@ -97,26 +96,30 @@ def block_mean(field: np.ndarray, factor: int) -> np.ndarray:
     return np.nanmean(blocks, axis=(2, 4))
 
 
-def cut_window(frames: np.ndarray, velocity_of, n_in: int, y0: int, x0: int, size: int) -> np.ndarray:
+def cut_window(frames: np.ndarray, velocity_of, n_in: int, y0: int, x0: int, size: int,
+               mode: str = "bilinear") -> np.ndarray:
     """A (L, size, size) dBZ window in Lagrangian coordinates at time n_in - 1, NaN where there is no source.
 
     frames: the window's L frames on the whole grid (L, H, W), NaN = no data. velocity_of(y, x, h, w)
     returns the flow (2, h, w) on a region of the grid (it may reach beyond the grid). Past frame j is
-    advected forward by n_in - 1 - j steps, future frame n_in - 1 + k backward by k steps.
+    advected forward by n_in - 1 - j steps, future frame n_in - 1 + k backward by k steps. ``mode``: how they
+    are sampled between pixels (the model's ``advection``).
     """
     n = frames.shape[0]
     n_out = n - n_in
     probe = velocity_of(y0, x0, size, size)
     speed = float(np.sqrt((probe**2).sum(0)).max()) if probe.size else 0.0
-    margin = min(MAX_MARGIN, int(math.ceil(speed * max(n_in - 1, n_out))) + 2)
+    # context wide enough for the longest trajectory (BoM's storms move 30+ pixels a step: 300+ over 10 leads);
+    # beyond the grid's own size there is nothing more to read
+    margin = min(max(frames.shape[-2:]), int(math.ceil(speed * max(n_in - 1, n_out))) + 2)
     ry, rx, side = y0 - margin, x0 - margin, size + 2 * margin
     region = _padded_region(frames, ry, rx, side)
-    transform = LagrangianTransform(torch.from_numpy(velocity_of(ry, rx, side, side))[None], n_in, n_out)
+    transform = LagrangianTransform(torch.from_numpy(velocity_of(ry, rx, side, side))[None], n_in, n_out, mode)
     valid = np.isfinite(region)
     values = torch.from_numpy(np.where(valid, region, DBZ_FLOOR).astype(np.float32))[None]
     mask = torch.from_numpy(valid)[None]
     # the data mask travels with the values: a pixel has a source only if its trajectory stays on the region
-    # and all four neighbours it interpolates had data
+    # and every pixel it samples (four when bilinear, one when nearest) had data
     past, past_ok = transform.past(values[:, :n_in], mask[:, :n_in])
     future, future_ok = transform.future(values[:, n_in:], mask[:, n_in:])
     ok = torch.cat([past_ok, future_ok], 1)[0]

@@ -83,12 +83,18 @@ def _pixel_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
     return grid
 
 
-def _sample(field: torch.Tensor, coords: torch.Tensor, padding: str) -> torch.Tensor:
-    """Bilinear samples of (B, C, H, W) at pixel coordinates (B, 2, H', W') [x, y]."""
+# How a frame is sampled where a trajectory starts between pixels. Bilinear averages a narrow heavy core with its
+# weaker neighbours, so heavy echo loses area at every sub-pixel shift; nearest moves every value unchanged
+# (benchmarks/bench_advection_interp.py measures what each keeps). Flow fields are always sampled bilinearly.
+ADVECTION_MODES = ("bilinear", "nearest")
+
+
+def _sample(field: torch.Tensor, coords: torch.Tensor, padding: str, mode: str = "bilinear") -> torch.Tensor:
+    """Samples of (B, C, H, W) at pixel coordinates (B, 2, H', W') [x, y], bilinear or nearest."""
     h, w = field.shape[-2:]
     scale = coords.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)]).view(1, 2, 1, 1)
     grid = (coords * scale - 1.0).permute(0, 2, 3, 1)  # grid_sample's (B, H', W', [x, y]) layout
-    return F.grid_sample(field, grid, mode="bilinear", padding_mode=padding, align_corners=True)
+    return F.grid_sample(field, grid, mode=mode, padding_mode=padding, align_corners=True)
 
 
 def displacements(velocity: torch.Tensor, steps: int, start: torch.Tensor | None = None) -> torch.Tensor:
@@ -128,8 +134,9 @@ def inside(disp: torch.Tensor, tolerance: float = 1e-4) -> torch.Tensor:
     return (x >= -tolerance) & (x <= w - 1 + tolerance) & (y >= -tolerance) & (y <= h - 1 + tolerance)
 
 
-def warp(field: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
+def warp(field: torch.Tensor, disp: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Sample fields (B, H, W) at p + D for displacements (B, 2, H, W); zero beyond the grid.
+    ``mode``: one of ADVECTION_MODES.
 
     Differentiable with respect to ``field``. Use :func:`inside` for where the result has a source.
     """
@@ -137,7 +144,7 @@ def warp(field: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
     f = field.unsqueeze(1) if squeeze else field
     h, w = f.shape[-2:]
     coords = _pixel_grid(h, w, disp).unsqueeze(0) + disp.to(f.dtype)
-    out = _sample(f, coords, "zeros")
+    out = _sample(f, coords, "zeros", mode)
     return out[:, 0] if squeeze else out
 
 
@@ -152,7 +159,7 @@ def extrapolate(frame: torch.Tensor, velocity: torch.Tensor, steps: int) -> tupl
 
 
 def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads, disp: torch.Tensor | None = None,
-                  valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  valid: torch.Tensor | None = None, mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
     """Advect frame j of (B, N, H, W) by ``leads[j]`` steps of ``velocity`` (B, 2, H, W) (0 = unchanged).
 
     Returns the advected frames and where they have a source (bool, same shape): the trajectory stays on
@@ -161,7 +168,7 @@ def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads, disp: tor
     and which sign of the velocity each use of the Lagrangian frame takes.
     ``disp``: ``displacements(velocity, S)`` with S >= max(leads), when the caller has them already (one set
     serves the past frames and the forecast). Frames are warped one at a time, so a large grid never holds
-    every lead's sampling grid at once.
+    every lead's sampling grid at once. ``mode``: how frames are sampled (ADVECTION_MODES).
     """
     leads = [int(k) for k in leads]
     if len(leads) != frames.shape[1]:
@@ -178,7 +185,7 @@ def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads, disp: tor
     disp = torch.cat([velocity.new_zeros(b, 1, 2, h, w).float(), disp[:, :most].float()], 1)[:, leads]
     fields = frames.unsqueeze(2) if valid is None else torch.stack([frames, valid.to(frames.dtype)], 2)
     # lead 0 exactly unchanged (the bilinear round trip through normalised coordinates is not bit-exact)
-    warped = {j: warp(fields[:, j], disp[:, j]) for j, k in enumerate(leads) if k != 0}
+    warped = {j: warp(fields[:, j], disp[:, j], mode) for j, k in enumerate(leads) if k != 0}
     dtype = next(iter(warped.values())).dtype if warped else frames.dtype
     out = torch.stack([warped[j] if j in warped else fields[:, j].to(dtype) for j in range(n)], 1)
     source = inside(disp)

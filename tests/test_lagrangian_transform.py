@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nowcast import synthetic
+from nowcast.errors import NowcastError
 from nowcast.lagrangian_transform import LagrangianTransform
 from nowcast.lagrangian_windows import MotionCache, cut_window
 from nowcast.motion import displacements, estimate_motion
@@ -184,3 +185,50 @@ def test_trajectories_are_continued_exactly_and_the_data_mask_travels_with_the_v
     assert (hole >= 1e-3).sum() >= 4 and (hole[10:14, 10:14] == 0).any()  # the hole is found, and has moved
     assert torch.equal(masked_ok[0, 0], plain_ok[0, 0] & (hole < 1e-3))
     assert torch.equal(masked_ok[0, 1:], plain_ok[0, 1:])
+
+
+def test_nearest_sampling_keeps_a_narrow_core_that_bilinear_halves():
+    """A one-pixel 50 dBZ core in 20 dBZ moved 0.4 pixel: bilinear spreads it over two pixels at 38 and 32 dBZ
+    (none reaches 40 any more); nearest leaves it whole."""
+    frames = torch.full((1, 2, 9, 9), 20.0)
+    frames[0, 0, 4, 4] = 50.0
+    v = torch.zeros(1, 2, 9, 9)
+    v[:, 0] = 0.4  # 0.4 column to the right per step
+    bilinear, _ = LagrangianTransform(v, n_in=2, n_out=1).past(frames)
+    nearest, _ = LagrangianTransform(v, n_in=2, n_out=1, mode="nearest").past(frames)
+    assert torch.allclose(bilinear[0, 0, 4, 4:6], torch.tensor([38.0, 32.0]))
+    assert (bilinear[0, 0] >= 40).sum() == 0
+    assert (nearest[0, 0] == 50.0).sum() == 1 and (nearest[0, 0] == 20.0).sum() == 80
+    # an integer shift is the same either way
+    v[:, 0] = 2.0
+    a, _ = LagrangianTransform(v, 2, 3).to_grid(frames)
+    b, _ = LagrangianTransform(v, 2, 3, mode="nearest").to_grid(frames)
+    assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="advection mode"):
+        LagrangianTransform(v, 2, 3, mode="cubic")
+
+
+def test_a_nearest_training_window_holds_only_values_of_its_frames(storm_and_flow):
+    frames, flow = storm_and_flow
+    window = cut_window(frames, region_of(flow), N_IN, Y0, X0, SIZE, mode="nearest")
+    seen = np.unique(frames)
+    for k in (0, N_IN + 4, N_IN + N_OUT - 1):  # the first past frame, a middle lead, the last lead
+        values = window[k][np.isfinite(window[k])]
+        assert values.size > 0.5 * SIZE * SIZE
+        assert np.isin(values, seen).all()
+    bilinear = cut_window(frames, region_of(flow), N_IN, Y0, X0, SIZE)
+    assert not np.isin(bilinear[0][np.isfinite(bilinear[0])], seen).all()
+
+
+def test_a_nearest_model_trains_and_forecasts_with_the_mode_of_its_config():
+    cfg = lagrangian_config(advection="nearest")
+    model = build_model(cfg).eval()
+    frames = torch.rand(1, N_IN, 24, 24)
+    v = torch.full((1, 2, 24, 24), 0.5)
+    with torch.no_grad():
+        out = model(frames, 3, motion=v)  # untrained: the last frame carried along the flow, values unchanged
+    have = torch.isfinite(out) & (out > 0)
+    assert have.sum() > 100
+    assert torch.isin(out[have], frames[0, -1]).all()
+    with pytest.raises(NowcastError, match="advection"):
+        lagrangian_config(advection="cubic")

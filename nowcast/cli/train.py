@@ -52,6 +52,11 @@ class Frame(str, Enum):
     lagrangian = "lagrangian"
 
 
+class Advection(str, Enum):
+    bilinear = "bilinear"
+    nearest = "nearest"
+
+
 def _ints(text: str) -> tuple:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -130,6 +135,9 @@ OPTIONS = (
     Opt(("--residual/--no-residual",), "model.residual", bool, "Forecast the change from the last frame "
                                                                "(starts as persistence; not in the paper)."),
     Opt(("--frame",), "model.frame", Frame, "Eulerian grid, or Lagrangian (optical flow carries the motion)."),
+    Opt(("--advection",), "model.advection", Advection, "Lagrangian frame: sample frames moved along the flow "
+                                                        "bilinearly (smooths narrow heavy cores) or at the nearest "
+                                                        "pixel (keeps every value)."),
     Opt(("--growth-cap",), "model.growth_cap_dbz", float, "Hold every forecast pixel at or below the last frame's "
                                                           "local maximum plus this many dBZ (bounded growth)."),
     Opt(("--growth-cap-radius",), "model.growth_cap_radius", int, "Pixels either side over which --growth-cap "

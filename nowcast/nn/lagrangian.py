@@ -48,7 +48,7 @@ class LagrangianFrame:
         n_out = self.config.output_frames if n_out is None else int(n_out)
         self._check_frames(frames)
         n_truth = 0 if truth is None else truth.shape[1]  # the contract lets truth run past n_out
-        transform = LagrangianTransform(motion, frames.shape[1], max(n_out, n_truth))
+        transform = LagrangianTransform(motion, frames.shape[1], max(n_out, n_truth), self.config.advection)
         if truth is not None:
             truth, _ = transform.future(truth)  # the truth in the frame the network forecasts in
         states = []
@@ -70,7 +70,8 @@ class LagrangianFrame:
         out by its lead. Returns (forecast on the grid, where it has a source). One set of trajectories serves
         both ways; the forecaster passes a tiled ``network`` on large grids."""
         self._check_frames(frames)
-        return self._around(LagrangianTransform(motion, frames.shape[1], n_out), frames, network)
+        return self._around(LagrangianTransform(motion, frames.shape[1], n_out, self.config.advection), frames,
+                            network)
 
     @staticmethod
     def _around(transform: LagrangianTransform, frames, network):

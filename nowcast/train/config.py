@@ -187,7 +187,8 @@ class TrainConfig:
     def __post_init__(self):
         # the sampler's frame counts and coordinate frame are the model's: one place to set them
         data = dataclasses.replace(self.data, n_in=int(self.model.input_frames),
-                                   n_out=int(self.model.output_frames), frame=self.model.frame)
+                                   n_out=int(self.model.output_frames), frame=self.model.frame,
+                                   advection=self.model.advection)
         data.validate()
         object.__setattr__(self, "data", data)
         if self.data.crop % self.model.patch_size:
@@ -332,7 +333,7 @@ FLAT_NAMES = {
     **{f"synthetic_{k}": f"synthetic.{k}" for k in ("fraction", "sequences", "frames", "size", "motion",
                                                     "step_minutes")},
     **{k: f"model.{k}" for k in ("backbone", "motion", "highway", "num_layers", "hidden", "kernel_size",
-                                 "patch_size", "residual", "frame", "growth_cap_dbz", "growth_cap_radius")},
+                                 "patch_size", "residual", "frame", "growth_cap_dbz", "growth_cap_radius", "advection")},
     "n_in": "model.input_frames", "n_out": "model.output_frames",
     "input_frames": "model.input_frames", "output_frames": "model.output_frames",
     **{k: f"data.{k}" for k in ("crop", "coarsen_factors", "time_strides", "flips", "echo_threshold",
