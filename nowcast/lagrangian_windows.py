@@ -35,11 +35,6 @@ from .lagrangian_transform import LagrangianTransform
 from .motion import estimate_motion
 from .units import DBZ_FLOOR
 
-# Pixels of context around a crop: trajectories longer than this leave the region, and the last leads of the
-# fastest BoM crops (30+ pixels a step) then have no source. Uncapped, a coarsened BoM crop's region grows to
-# ~900 pixels a side and a window takes ~3 s instead of <1 s: the fix is trajectories integrated only for the
-# crop's pixels, not yet done.
-MAX_MARGIN = 96
 CACHE_COARSEN = 4  # flow fields are stored at 1/4 of the grid's resolution
 
 
@@ -114,10 +109,13 @@ def cut_window(frames: np.ndarray, velocity_of, n_in: int, y0: int, x0: int, siz
     n_out = n - n_in
     probe = velocity_of(y0, x0, size, size)
     speed = float(np.sqrt((probe**2).sum(0)).max()) if probe.size else 0.0
-    margin = min(MAX_MARGIN, int(math.ceil(speed * max(n_in - 1, n_out))) + 2)
+    # context for the longest trajectory (BoM's storms move 30+ pixels a step, 300+ over 10 leads); beyond the
+    # grid's own size there is nothing more to read. Only the crop's trajectories are integrated.
+    margin = min(max(frames.shape[-2:]), int(math.ceil(speed * max(n_in - 1, n_out))) + 2)
     ry, rx, side = y0 - margin, x0 - margin, size + 2 * margin
     region = _padded_region(frames, ry, rx, side)
-    transform = LagrangianTransform(torch.from_numpy(velocity_of(ry, rx, side, side))[None], n_in, n_out, mode)
+    transform = LagrangianTransform(torch.from_numpy(velocity_of(ry, rx, side, side))[None], n_in, n_out, mode,
+                                    window=(margin, margin, size, size))
     valid = np.isfinite(region)
     values = torch.from_numpy(np.where(valid, region, DBZ_FLOOR).astype(np.float32))[None]
     mask = torch.from_numpy(valid)[None]
@@ -127,7 +125,7 @@ def cut_window(frames: np.ndarray, velocity_of, n_in: int, y0: int, x0: int, siz
     future, future_ok = transform.future(values[:, n_in:], mask[:, n_in:])
     ok = torch.cat([past_ok, future_ok], 1)[0]
     out = torch.cat([past, future], 1)[0].masked_fill(~ok, float("nan"))
-    return out[:, margin : margin + size, margin : margin + size].numpy()
+    return out.numpy()
 
 
 def _padded_region(frames: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:

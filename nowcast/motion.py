@@ -97,22 +97,38 @@ def _sample(field: torch.Tensor, coords: torch.Tensor, padding: str, mode: str =
     return F.grid_sample(field, grid, mode=mode, padding_mode=padding, align_corners=True)
 
 
-def displacements(velocity: torch.Tensor, steps: int, start: torch.Tensor | None = None) -> torch.Tensor:
+def _start_points(h: int, w: int, like: torch.Tensor, window=None) -> torch.Tensor:
+    """(1, 2, h', w') pixel coordinates [x, y] where trajectories start: every pixel of an (h, w) grid, or only
+    those of ``window`` = (y0, x0, h', w') on it (a crop: its trajectories still read the whole grid)."""
+    if window is None:
+        return _pixel_grid(h, w, like).unsqueeze(0)
+    y0, x0, wh, ww = (int(v) for v in window)
+    offset = like.new_tensor([x0, y0]).view(2, 1, 1)
+    return (_pixel_grid(wh, ww, like) + offset).unsqueeze(0)
+
+
+def displacements(velocity: torch.Tensor, steps: int, start: torch.Tensor | None = None,
+                  window=None) -> torch.Tensor:
     """Upstream displacements D_1..D_steps of backward semi-Lagrangian advection.
 
     velocity: (B, 2, H, W) pixels per step -> (B, steps, 2, H, W). Follows pysteps' scheme: at each
     step the velocity is read at the midpoint of the step's path, and the velocity beyond the grid is
     that of the nearest edge pixel. ``start``: D_k (B, 2, H, W) to continue from, giving D_k+1..D_k+steps
     (the same values a longer run from the start gives: the step's state is a function of D_k alone).
+    ``window`` = (y0, x0, h, w): trajectories of that crop's pixels only, (B, steps, 2, h, w) (the velocity is
+    still read wherever they go).
     """
     if velocity.dim() != 4 or velocity.shape[1] != 2:
         raise ValueError(f"velocity must be (B, 2, H, W), got {tuple(velocity.shape)}")
     with _full_precision(velocity):
         velocity = velocity.float()
-        b, _, h, w = velocity.shape
-        xy = _pixel_grid(h, w, velocity).unsqueeze(0)
+        b = velocity.shape[0]
+        xy = _start_points(*velocity.shape[-2:], velocity, window)
+        h, w = xy.shape[-2:]
         if start is None:
-            disp, increment = torch.zeros_like(velocity), velocity
+            disp = velocity.new_zeros(b, 2, h, w)
+            # the whole grid's velocity as it is (no round trip through normalised coordinates), or the crop's
+            increment = velocity if window is None else _sample(velocity, xy.expand(b, -1, -1, -1), "border")
         else:
             disp = start.float()
             increment = _sample(velocity, xy + disp, "border")
@@ -125,25 +141,26 @@ def displacements(velocity: torch.Tensor, steps: int, start: torch.Tensor | None
         return torch.stack(out, 1) if out else velocity.new_zeros(b, 0, 2, h, w)
 
 
-def inside(disp: torch.Tensor, tolerance: float = 1e-4) -> torch.Tensor:
-    """Where p + D stays on the grid (bool, same shape as ``disp`` without its component axis)."""
-    h, w = disp.shape[-2:]
-    xy = _pixel_grid(h, w, disp)
+def inside(disp: torch.Tensor, tolerance: float = 1e-4, window=None, grid=None) -> torch.Tensor:
+    """Where p + D stays on the grid (bool, same shape as ``disp`` without its component axis). With
+    ``window`` = (y0, x0, h, w), D holds that crop's trajectories on a grid of shape ``grid`` = (H, W)."""
+    h, w = disp.shape[-2:] if window is None else grid
+    xy = _start_points(h, w, disp, window)[0]
     x = xy[0] + disp.select(-3, 0)
     y = xy[1] + disp.select(-3, 1)
     return (x >= -tolerance) & (x <= w - 1 + tolerance) & (y >= -tolerance) & (y <= h - 1 + tolerance)
 
 
-def warp(field: torch.Tensor, disp: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+def warp(field: torch.Tensor, disp: torch.Tensor, mode: str = "bilinear", window=None) -> torch.Tensor:
     """Sample fields (B, H, W) at p + D for displacements (B, 2, H, W); zero beyond the grid.
-    ``mode``: one of ADVECTION_MODES.
+    ``mode``: one of ADVECTION_MODES. ``window`` = (y0, x0, h, w): D (B, 2, h, w) holds the trajectories of that
+    crop only, and the result is the crop's (B, h, w).
 
     Differentiable with respect to ``field``. Use :func:`inside` for where the result has a source.
     """
     squeeze = field.dim() == 3
     f = field.unsqueeze(1) if squeeze else field
-    h, w = f.shape[-2:]
-    coords = _pixel_grid(h, w, disp).unsqueeze(0) + disp.to(f.dtype)
+    coords = _start_points(*f.shape[-2:], disp, window) + disp.to(f.dtype)
     out = _sample(f, coords, "zeros", mode)
     return out[:, 0] if squeeze else out
 
@@ -159,16 +176,18 @@ def extrapolate(frame: torch.Tensor, velocity: torch.Tensor, steps: int) -> tupl
 
 
 def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads, disp: torch.Tensor | None = None,
-                  valid: torch.Tensor | None = None, mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
+                  valid: torch.Tensor | None = None, mode: str = "bilinear",
+                  window=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Advect frame j of (B, N, H, W) by ``leads[j]`` steps of ``velocity`` (B, 2, H, W) (0 = unchanged).
 
     Returns the advected frames and where they have a source (bool, same shape): the trajectory stays on
-    the grid and, given ``valid`` (B, N, H, W: where the frames have data), the four pixels it interpolates
-    all had data (the mask is warped with the values). ``nowcast.lagrangian_transform`` says which leads
-    and which sign of the velocity each use of the Lagrangian frame takes.
-    ``disp``: ``displacements(velocity, S)`` with S >= max(leads), when the caller has them already (one set
-    serves the past frames and the forecast). Frames are warped one at a time, so a large grid never holds
-    every lead's sampling grid at once. ``mode``: how frames are sampled (ADVECTION_MODES).
+    the grid and, given ``valid`` (B, N, H, W: where the frames have data), the pixels it samples all had
+    data (the mask is warped with the values). ``nowcast.lagrangian_transform`` says which leads and which
+    sign of the velocity each use of the Lagrangian frame takes.
+    ``disp``: ``displacements(velocity, S, window=window)`` with S >= max(leads), when the caller has them
+    already (one set serves the past frames and the forecast). Frames are warped one at a time, so a large grid
+    never holds every lead's sampling grid at once. ``mode``: how frames are sampled (ADVECTION_MODES).
+    ``window`` = (y0, x0, h, w): only that crop of the result, (B, N, h, w), its trajectories alone integrated.
     """
     leads = [int(k) for k in leads]
     if len(leads) != frames.shape[1]:
@@ -178,17 +197,20 @@ def advect_frames(frames: torch.Tensor, velocity: torch.Tensor, leads, disp: tor
     b, n, h, w = frames.shape
     most = max(leads)
     if disp is None:
-        disp = displacements(velocity, most)
+        disp = displacements(velocity, most, window=window)
     elif disp.shape[1] < most:
         raise ValueError(f"{disp.shape[1]} displacement steps for a lead of {most}")
+    oh, ow = disp.shape[-2:]
     # lead 0 is the identity: a zero displacement
-    disp = torch.cat([velocity.new_zeros(b, 1, 2, h, w).float(), disp[:, :most].float()], 1)[:, leads]
+    disp = torch.cat([velocity.new_zeros(b, 1, 2, oh, ow).float(), disp[:, :most].float()], 1)[:, leads]
     fields = frames.unsqueeze(2) if valid is None else torch.stack([frames, valid.to(frames.dtype)], 2)
     # lead 0 exactly unchanged (the bilinear round trip through normalised coordinates is not bit-exact)
-    warped = {j: warp(fields[:, j], disp[:, j], mode) for j, k in enumerate(leads) if k != 0}
+    warped = {j: warp(fields[:, j], disp[:, j], mode, window) for j, k in enumerate(leads) if k != 0}
     dtype = next(iter(warped.values())).dtype if warped else frames.dtype
-    out = torch.stack([warped[j] if j in warped else fields[:, j].to(dtype) for j in range(n)], 1)
-    source = inside(disp)
+    y0, x0 = (0, 0) if window is None else (int(window[0]), int(window[1]))
+    out = torch.stack([warped[j] if j in warped else fields[:, j, :, y0 : y0 + oh, x0 : x0 + ow].to(dtype)
+                       for j in range(n)], 1)
+    source = inside(disp, window=window, grid=(h, w))
     if valid is not None:
         source = source & (out[:, :, 1] > 0.999)  # every pixel interpolated had data (up to rounding)
     return out[:, :, 0], source

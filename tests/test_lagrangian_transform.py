@@ -232,3 +232,19 @@ def test_a_nearest_model_trains_and_forecasts_with_the_mode_of_its_config():
     assert torch.isin(out[have], frames[0, -1]).all()
     with pytest.raises(NowcastError, match="advection"):
         lagrangian_config(advection="cubic")
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_a_window_integrates_only_its_crop_and_equals_the_whole_grid_cropped(mode):
+    torch.manual_seed(2)
+    v = torch.nn.functional.avg_pool2d(torch.randn(1, 2, 40, 48) * 8, 9, 1, 4)
+    frames, valid = torch.rand(1, 7, 40, 48), torch.rand(1, 7, 40, 48) > 0.05
+    whole = LagrangianTransform(v, n_in=4, n_out=3, mode=mode)
+    crop = LagrangianTransform(v, n_in=4, n_out=3, mode=mode, window=(6, 10, 20, 24))
+    assert crop.displacements(1, 3).shape == (1, 3, 2, 20, 24)
+    for got, want in ((crop.past(frames[:, :4], valid[:, :4]), whole.past(frames[:, :4], valid[:, :4])),
+                      (crop.future(frames[:, 4:], valid[:, 4:]), whole.future(frames[:, 4:], valid[:, 4:]))):
+        assert torch.allclose(got[0], want[0][..., 6:26, 10:34], atol=1e-5)
+        assert torch.equal(got[1], want[1][..., 6:26, 10:34])
+    with pytest.raises(ValueError, match="whole grid"):
+        crop.to_grid(frames[:, :3])
