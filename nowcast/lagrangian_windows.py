@@ -2,8 +2,9 @@
 
 A Lagrangian model learns in the frame that moves with the optical flow (nowcast.nn.lagrangian). For
 training, each window's past frames are advected forward to the time of the last input and its future
-frames backward to it, on a region wide enough that the crop is cut *after* advection: the crop then
-has a source everywhere except where the radar itself had none. The loss is taken in that frame.
+frames backward to it, reading a region wide enough for the crop's longest trajectory (only the crop's own
+trajectories are integrated): the crop then has a source everywhere except where the radar itself had none.
+The loss is taken in that frame.
 
 The flow of a window is the one the forecast would use (Lucas-Kanade on the whole grid, from the window's
 input frames). It costs about a second per window on a national grid, so it is computed once, kept
